@@ -1,0 +1,322 @@
+"""The `husai` command line: thin commands over the library."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from husai.errors import HusaiError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Do sparse autoencoders learn the same features under another seed?",
+)
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(f: F) -> F:
+    """Print a HusaiError as one line and exit with status 2."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except HusaiError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def config_reference() -> str:
+    """Every RunConfig field with its default and description (for `husai run --help`)."""
+    from husai.config import RunConfig
+
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            default = field.default
+            if isinstance(default, tuple) and default and isinstance(default[0], BaseModel):
+                default = [d.model_dump(exclude_defaults=True) for d in default]
+            lines.append(f"{prefix}{name} = {default!r}: {field.description or ''}")
+
+    walk(RunConfig, "")
+    from husai.config import SAEConfig
+
+    walk(SAEConfig, "saes[].")
+    return "\n\n".join(lines)
+
+
+def _progress() -> tuple[Progress, Callable[[str, int, int], None]]:
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(label: str, i: int, n: int) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(f"train SAE {label}", total=n)
+        bar.update(tasks[label], completed=i)
+
+    return bar, update
+
+
+def _summary_table(metrics: dict[str, Any]) -> Table:
+    t = Table(title="husai: cross-seed consistency (decoder rows; higher = more consistent)")
+    for col in (
+        "SAE",
+        "PWMCC trained [95% CI]",
+        "random",
+        "Δ vs random [CI]",
+        "Hungarian MCC",
+        "EV",
+        "L0",
+        "dead",
+        "acc (spliced)",
+    ):
+        t.add_column(col)
+    for label, a in metrics["architectures"].items():
+        c, q = a["consistency"], a["quality"]["mean"]
+        tr, d = c["pwmcc"]["trained"], c["pwmcc"]["trained_minus_random"]
+        t.add_row(
+            label,
+            f"{tr['mean']:.3f} [{tr['ci_low']:.3f}, {tr['ci_high']:.3f}]",
+            f"{c['pwmcc']['random']['mean']:.3f}",
+            f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
+            f"{c['hungarian_mcc']['trained']['mean']:.3f}",
+            f"{q['explained_variance']:.3f}",
+            f"{q['l0']:.1f}",
+            f"{q['dead_fraction']:.3f}",
+            f"{q['downstream_accuracy']:.4f}",
+        )
+    return t
+
+
+@app.command(
+    help="Run the main job: grok the toy model (or reuse it), extract activations, train SAEs "
+    "over seeds, measure consistency vs random baselines, write metrics, figures and report.\n\n"
+    "CONFIG is an optional YAML or TOML file overriding any default below (nested keys, "
+    "e.g. `toy: {model: {p: 59}}`, `saes: [{architecture: topk, k: 16}]`).\n\n"
+    "Config fields (name = default: meaning):\n\n" + config_reference(),
+)
+@user_errors
+def run(
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML/TOML config (default: built-in)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory (default: runs/<config name>)")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="toy-model cache (default: ~/.cache/husai)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    from husai.config import load_run_config
+    from husai.experiments.run import require_new_or_same
+    from husai.experiments.run import run as run_pipeline
+
+    cfg = load_run_config(config)
+    out = out or Path("runs") / (config.stem if config else "default")
+    require_new_or_same(out, cfg)
+    t0 = time.perf_counter()
+    if quiet:
+        metrics = run_pipeline(cfg, out, cache_dir=cache_dir)
+    else:
+        bar, update = _progress()
+        with bar:
+            metrics = run_pipeline(
+                cfg, out, cache_dir=cache_dir, progress=update, toy_progress=True
+            )
+    from husai.io import read_json
+
+    timings = read_json(out / "manifest.json")["timings_seconds"]
+    out_console = Console()
+    out_console.print(_summary_table(metrics))
+    out_console.print(
+        "stage wall times (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+        + f"; total {time.perf_counter() - t0:.1f}"
+    )
+    out_console.print(f"report: {out / 'report.md'}")
+
+
+@app.command("train-model")
+@user_errors
+def train_model(
+    out: Annotated[Path, typer.Option(help="checkpoint directory")],
+    config: Annotated[
+        Path | None, typer.Argument(help="run config (its `toy` section is used)")
+    ] = None,
+) -> None:
+    """Train the modular-arithmetic toy model and write a checkpoint."""
+    from husai.config import load_run_config
+    from husai.toy import save_checkpoint, train_toy
+
+    cfg = load_run_config(config)
+    model, summary = train_toy(cfg.toy, progress=True)
+    summary.pop("wall_seconds", None)
+    save_checkpoint(model, cfg.toy, summary, out)
+    f = summary["fourier"]
+    typer.echo(
+        f"{out}: test acc {summary['test_acc']:.4f}, key frequencies {f['key_frequencies']}, "
+        f"logit R² {f['logit_r2']:.3f}, Fourier check {'passed' if f['passed'] else 'FAILED'}"
+    )
+
+
+@app.command()
+@user_errors
+def extract(
+    model_dir: Annotated[Path, typer.Argument(help="toy-model checkpoint directory")],
+    out: Annotated[Path, typer.Option(help="activation file (.safetensors)")],
+    hook: Annotated[str, typer.Option(help="hook point")] = "blocks.0.resid_post",
+    position: Annotated[str, typer.Option(help="answer | all")] = "answer",
+    split: Annotated[str, typer.Option(help="all | train | test")] = "all",
+) -> None:
+    """Extract a hook's activations from a toy-model checkpoint into a safetensors file."""
+    from husai.activations import extract_toy, save_activations
+    from husai.config import ActivationConfig, hook_names
+    from husai.io import sha256_file
+    from husai.toy import load_checkpoint
+
+    model, toy_cfg, _ = load_checkpoint(model_dir)
+    if hook not in hook_names(toy_cfg.model.n_layers):
+        raise HusaiError(
+            f"unknown hook {hook!r} (valid: {', '.join(hook_names(toy_cfg.model.n_layers))})"
+        )
+    try:
+        act_cfg = ActivationConfig(hook=hook, position=position, split=split)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise HusaiError(f"invalid option: {str(e).splitlines()[-1].strip()}") from None
+    acts = extract_toy(model, toy_cfg, act_cfg)
+    save_activations(
+        out,
+        acts,
+        {
+            "source": "husai-toy",
+            "hook": hook,
+            "position": position,
+            "split": split,
+            "model_hash": sha256_file(Path(model_dir) / "model.safetensors"),
+        },
+    )
+    typer.echo(f"{out}: {tuple(acts.shape)} activations of {hook} ({position}, {split})")
+
+
+@app.command("train-sae")
+@user_errors
+def train_sae_cmd(
+    activations: Annotated[Path, typer.Argument(help="activation file (.safetensors)")],
+    out: Annotated[Path, typer.Option(help="directory; one seed_<n>/ per seed")],
+    architecture: Annotated[str, typer.Option(help="topk | relu")] = "topk",
+    d_sae: Annotated[int, typer.Option(help="latents")] = 1024,
+    k: Annotated[int, typer.Option(help="TopK k")] = 32,
+    l1_coefficient: Annotated[float, typer.Option(help="ReLU L1 weight")] = 3e-3,
+    epochs: Annotated[int, typer.Option()] = 20,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    batch_size: Annotated[int, typer.Option()] = 256,
+    seeds: Annotated[str, typer.Option(help="comma-separated")] = "42,123,456,789,1011",
+) -> None:
+    """Train one SAE configuration over several seeds (together) on an activation file."""
+    from pydantic import ValidationError
+
+    from husai.activations import load_activations
+    from husai.config import SAEConfig, _format_error
+    from husai.sae import save, train_sae
+
+    try:
+        cfg = SAEConfig(
+            architecture=architecture,
+            d_sae=d_sae,
+            k=k,
+            l1_coefficient=l1_coefficient,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+        )
+        seed_list = [int(s) for s in seeds.split(",")]
+    except ValidationError as e:
+        raise HusaiError(_format_error(e)) from None
+    except ValueError:
+        raise HusaiError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    x, _ = load_activations(activations)
+    sae, info = train_sae(cfg, x, seed_list)
+    for s, seed in enumerate(seed_list):
+        save(
+            sae.select(s),
+            out / f"seed_{seed}",
+            extra={"final_train_mse": info["final_train_mse"][s]},
+        )
+    typer.echo(f"{out}: {len(seed_list)} {architecture} SAEs ({x.shape[1]}→{sae.d_sae})")
+
+
+@app.command()
+@user_errors
+def compare(
+    sae_dirs: Annotated[list[Path], typer.Argument(help="SAE directories (SAELens layout)")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result as JSON")
+    ] = None,
+) -> None:
+    """Consistency of any set of saved SAEs, with a matched random baseline."""
+    from husai.experiments.compare import compare as compare_saes
+    from husai.io import write_json
+
+    res = compare_saes(sae_dirs)
+    t = Table(
+        title=f"{len(sae_dirs)} SAEs, d_in {res['d_in']}: decoder-row consistency "
+        "(higher = more consistent)"
+    )
+    for col in ("metric", "trained mean [95% CI]", "random", "Δ [95% CI]", "variant"):
+        t.add_column(col)
+    for key, v in res.items():
+        if isinstance(v, dict) and "trained" in v:
+            tr, d = v["trained"], v["trained_minus_random"]
+            t.add_row(
+                key,
+                f"{tr['mean']:.3f} [{tr['ci_low']:.3f}, {tr['ci_high']:.3f}]",
+                f"{v['random']['mean']:.3f}",
+                f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
+                v["variant"],
+            )
+    Console().print(t)
+    if json_out:
+        write_json(json_out, res)
+        typer.echo(f"wrote {json_out}")
+
+
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="a `husai run` directory")]) -> None:
+    """Re-render a run directory's figures and report.md from its metrics.json."""
+    from husai.report import render
+
+    typer.echo(f"wrote {render(run_dir)}")
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    sys.exit(app())

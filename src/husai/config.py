@@ -1,0 +1,225 @@
+"""Typed, validated configs. Field descriptions double as `husai run --help` documentation.
+
+Every config is frozen and forbids unknown keys; `load_run_config` turns any validation
+problem into one `HusaiError` line naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from husai.errors import HusaiError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    tomllib = None  # type: ignore[assignment]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_prime(n: int) -> bool:
+    return n >= 2 and all(n % q for q in range(2, int(n**0.5) + 1))
+
+
+def hook_names(n_layers: int) -> list[str]:
+    """Named hook points of the toy transformer, in forward order."""
+    names = ["embed"]
+    for layer in range(n_layers):
+        names += [
+            f"blocks.{layer}.{h}"
+            for h in ("resid_pre", "attn_out", "resid_mid", "mlp_post", "mlp_out", "resid_post")
+        ]
+    return names
+
+
+class ToyModelConfig(Strict):
+    """The modular-arithmetic transformer (Nanda et al. style: no LayerNorm, ReLU MLP)."""
+
+    p: int = Field(113, ge=3, description="modulus; inputs are pairs (a, b) in Z_p")
+    op: Literal["add", "sub", "mul"] = Field("add", description="label = (a op b) mod p")
+    n_layers: int = Field(1, ge=1, le=2, description="transformer blocks (1 or 2)")
+    d_model: int = Field(128, gt=0, description="residual stream width")
+    n_heads: int = Field(4, gt=0, description="attention heads (must divide d_model)")
+    d_mlp: int = Field(512, gt=0, description="MLP hidden width")
+
+    @model_validator(mode="after")
+    def _check(self) -> ToyModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        if not is_prime(self.p):
+            raise ValueError(
+                f"p ({self.p}) must be prime (Z_p must be a field for the Fourier check)"
+            )
+        return self
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class ToyTrainConfig(Strict):
+    """Full-batch AdamW training, stopped when the model has grokked *and* is Fourier-sparse."""
+
+    seed: int = Field(0, description="seed for the train/test split and the initial weights")
+    train_frac: float = Field(0.5, gt=0, lt=1, description="fraction of all p² pairs trained on")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(1.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas")
+    max_steps: int = Field(3000, gt=0, description="step cap")
+    check_every: int = Field(50, gt=0, description="evaluate stopping criterion every N steps")
+    target_test_acc: float = Field(0.99, gt=0, le=1, description="stop: test accuracy ≥ this")
+    fourier_mass: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="key frequencies: smallest set holding this embedding-norm share",
+    )
+    max_key_freqs: int = Field(8, gt=0, description="stop: at most this many key frequencies")
+
+
+class ToyConfig(Strict):
+    model: ToyModelConfig = ToyModelConfig()
+    train: ToyTrainConfig = ToyTrainConfig()
+
+
+class ActivationConfig(Strict):
+    """Which activations the SAEs are trained on."""
+
+    hook: str = Field("blocks.0.resid_post", description="hook point of the toy model")
+    position: Literal["answer", "all"] = Field(
+        "answer", description="'answer' = the '=' token only; 'all' = every position"
+    )
+    split: Literal["all", "train", "test"] = Field(
+        "all", description="which (a, b) pairs: all p², or the toy model's train/test split"
+    )
+
+
+class SAEConfig(Strict):
+    """One SAE configuration; trained once per seed (all seeds together as an ensemble)."""
+
+    name: str | None = Field(None, description="label in reports (default: architecture)")
+    architecture: str = Field("topk", description="registered architecture: topk, relu")
+    d_sae: int | None = Field(1024, gt=0, description="number of latents")
+    expansion_factor: float | None = Field(
+        None, gt=0, description="d_sae = expansion_factor × d_in (used when d_sae is null)"
+    )
+    k: int = Field(32, gt=0, description="active latents per input (TopK family)")
+    l1_coefficient: float = Field(
+        3e-3, ge=0, description="L1 penalty weight (ReLU), on codes × decoder-row norm"
+    )
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    epochs: int = Field(20, gt=0, description="passes over the activation set")
+    batch_size: int = Field(256, gt=0, description="activations per step")
+
+    @model_validator(mode="after")
+    def _check(self) -> SAEConfig:
+        from husai.sae.registry import REGISTRY
+
+        if self.architecture not in REGISTRY:
+            raise ValueError(
+                f"unknown architecture {self.architecture!r} (known: {', '.join(sorted(REGISTRY))})"
+            )
+        if self.d_sae is None and self.expansion_factor is None:
+            raise ValueError("set d_sae or expansion_factor")
+        if REGISTRY[self.architecture].uses_k and self.d_sae is not None and self.k > self.d_sae:
+            raise ValueError(f"k ({self.k}) must be ≤ d_sae ({self.d_sae})")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.architecture
+
+    def resolve(self, d_in: int) -> SAEConfig:
+        """Fix d_sae from the expansion factor once d_in is known."""
+        if self.d_sae is not None:
+            return self
+        d_sae = max(1, round(self.expansion_factor * d_in))  # type: ignore[operator]
+        from husai.sae.registry import REGISTRY
+
+        if REGISTRY[self.architecture].uses_k and self.k > d_sae:
+            raise HusaiError(f"config: k ({self.k}) must be ≤ d_sae ({d_sae})")
+        return self.model_copy(update={"d_sae": d_sae})
+
+
+class MetricsConfig(Strict):
+    """How consistency is measured and tested."""
+
+    thresholds: tuple[float, ...] = Field(
+        (0.5, 0.7, 0.9), description="|cos| thresholds for the shared-latent fraction"
+    )
+    ci_level: float = Field(0.95, gt=0, lt=1, description="bootstrap confidence level")
+    n_bootstrap: int = Field(10_000, ge=100, description="bootstrap resamples")
+    baseline_seed: int = Field(0, description="seed of the matched random dictionaries")
+    block_size: int = Field(4096, gt=0, description="rows per block in similarity search")
+
+
+class RunConfig(Strict):
+    """`husai run`: toy model → activations → SAEs × seeds → metrics → report."""
+
+    toy: ToyConfig = ToyConfig()
+    activations: ActivationConfig = ActivationConfig()
+    saes: tuple[SAEConfig, ...] = Field(
+        (SAEConfig(architecture="topk"), SAEConfig(architecture="relu")),
+        description="SAE configurations; each is trained once per seed",
+    )
+    seeds: tuple[int, ...] = Field((42, 123, 456, 789, 1011), description="SAE seeds")
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        valid = hook_names(self.toy.model.n_layers)
+        if self.activations.hook not in valid:
+            raise ValueError(f"unknown hook {self.activations.hook!r} (valid: {', '.join(valid)})")
+        if len(self.seeds) < 2:
+            raise ValueError("need at least 2 seeds to measure consistency")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        labels = [s.label for s in self.saes]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"SAE labels must be distinct (got {labels}); set `name`")
+        if not self.saes:
+            raise ValueError("saes: need at least one SAE configuration")
+        return self
+
+
+def _format_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"config: {loc}: {msg}{more}"
+
+
+def parse_run_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a (possibly partial) dict; missing fields take their defaults."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise HusaiError(_format_error(e)) from None
+
+
+def load_run_config(path: Path | None) -> RunConfig:
+    """Read a YAML or TOML file (or nothing: the built-in default)."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise HusaiError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise HusaiError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise HusaiError(f"{path}: config must be a mapping at top level")
+    return parse_run_config(data)

@@ -1,0 +1,134 @@
+"""Turn trained SAEs into numbers: consistency vs baselines, reconstruction quality, and
+downstream performance of the toy model with the SAE spliced in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as fn
+from torch import Tensor
+
+from husai.config import MetricsConfig, SAEConfig
+from husai.metrics import (
+    bootstrap_ci,
+    compare_to_baseline,
+    dead_fraction,
+    explained_variance,
+    firing_counts,
+    loss_recovered,
+    mse,
+    pairwise,
+    random_dictionaries,
+)
+from husai.sae.base import SAE
+from husai.sae.trainer import build_sae
+
+VARIANTS = {
+    "pwmcc": "mean over latents of max |cos| to the other dictionary, symmetrised "
+    "(HUSAI's PWMCC); higher = more consistent",
+    "hungarian_mcc": "mean |cos| over the optimal one-to-one matching (scipy "
+    "linear_sum_assignment); higher = more consistent",
+    "shared_fraction": "fraction of latents (both dictionaries) whose best-match |cos| "
+    "exceeds the threshold; higher = more consistent",
+}
+
+
+def decoders(sae: SAE) -> list[Tensor]:
+    return [sae.W_dec[s].detach() for s in range(sae.n_seeds)]
+
+
+def _summaries(pw: dict[str, Any], key: str, m: MetricsConfig) -> dict[str, Any]:
+    values = [float(v) for v in pw[key]]
+    ci = bootstrap_ci(values, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
+    return {**ci, "pairs": values}
+
+
+def consistency(trained: SAE, cfg: SAEConfig, m: MetricsConfig) -> dict[str, Any]:
+    """Pairwise consistency of trained decoders vs matched random and at-init dictionaries."""
+    S, F, D = trained.n_seeds, trained.d_sae, trained.d_in
+    groups = {
+        "trained": decoders(trained),
+        "random": random_dictionaries(S, F, D, m.baseline_seed),
+        "init": decoders(build_sae(cfg, D, trained.seeds)),
+    }
+    pw = {
+        g: pairwise(d, thresholds=m.thresholds, block_size=m.block_size) for g, d in groups.items()
+    }
+    out: dict[str, Any] = {"pairs": [list(p) for p in pw["trained"]["pairs"]]}
+    metric_keys = {"pwmcc": "pwmcc", "hungarian_mcc": "hungarian_mcc"}
+    metric_keys.update({f"shared_fraction@{t}": f"shared_fraction@{t}" for t in m.thresholds})
+    for name, key in metric_keys.items():
+        block: dict[str, Any] = {"variant": VARIANTS[name.split("@")[0]]}
+        for g in groups:
+            block[g] = _summaries(pw[g], f"{key}_values", m)
+        for base in ("random", "init"):
+            block[f"trained_minus_{base}"] = compare_to_baseline(
+                block["trained"]["pairs"],
+                block[base]["pairs"],
+                level=m.ci_level,
+                n_resamples=m.n_bootstrap,
+                seed=m.baseline_seed,
+            )
+        block["matrix"] = pw["trained"][f"{key}_matrix"].tolist()
+        out[name] = block
+    return out
+
+
+@torch.no_grad()
+def quality(sae: SAE, x_ND: Tensor, chunk: int = 4096) -> list[dict[str, float]]:
+    """Per seed: MSE, explained variance, mean L0, dead fraction over all rows of x."""
+    x_hat, l0_sum = [], torch.zeros(sae.n_seeds)
+    fires = torch.zeros(sae.n_seeds, sae.d_sae)
+    for start in range(0, len(x_ND), chunk):
+        codes = sae.encode(x_ND[start : start + chunk])
+        x_hat.append(sae.decode(codes))
+        for s in range(sae.n_seeds):
+            fires[s] += firing_counts(codes[s])
+        l0_sum += (codes > 0).sum(-1).sum(-1).float()
+    recon = torch.cat(x_hat, dim=1)
+    return [
+        {
+            "mse": mse(x_ND, recon[s]),
+            "explained_variance": explained_variance(x_ND, recon[s]),
+            "l0": float(l0_sum[s] / len(x_ND)),
+            "dead_fraction": dead_fraction(fires[s : s + 1]),
+        }
+        for s in range(sae.n_seeds)
+    ]
+
+
+@torch.no_grad()
+def _loss_acc(model: Any, tokens: Tensor, labels: Tensor, hooks: dict | None) -> dict[str, float]:
+    logits = model(tokens, hooks=hooks)
+    return {
+        "loss": float(fn.cross_entropy(logits, labels)),
+        "accuracy": float((logits.argmax(-1) == labels).float().mean()),
+    }
+
+
+@torch.no_grad()
+def downstream(
+    model: Any, hook: str, tokens: Tensor, labels: Tensor, sae: SAE, mean_D: Tensor
+) -> dict[str, Any]:
+    """Toy-model loss/accuracy with the hook's answer-position activation replaced by each
+    seed's reconstruction, by zeros and by the mean, and the fraction of loss recovered."""
+    base = {
+        "clean": _loss_acc(model, tokens, labels, None),
+        "zero_ablated": _loss_acc(model, tokens, labels, {hook: torch.zeros_like}),
+        "mean_ablated": _loss_acc(
+            model, tokens, labels, {hook: lambda a: mean_D.expand_as(a).clone()}
+        ),
+    }
+    per_seed = []
+    for s in range(sae.n_seeds):
+        one = sae.select(s)
+        r = _loss_acc(model, tokens, labels, {hook: lambda a, one=one: one(a)[0]})
+        r["loss_recovered_vs_zero"] = loss_recovered(
+            base["clean"]["loss"], r["loss"], base["zero_ablated"]["loss"]
+        )
+        r["loss_recovered_vs_mean"] = loss_recovered(
+            base["clean"]["loss"], r["loss"], base["mean_ablated"]["loss"]
+        )
+        per_seed.append(r)
+    return {"baselines": base, "per_seed": per_seed}

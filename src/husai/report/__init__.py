@@ -1,0 +1,30 @@
+"""Reports: figures and report.md rendered from a run directory's metrics.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from husai.errors import HusaiError
+from husai.io import read_json, write_text
+from husai.report import figures
+from husai.report.markdown import render_markdown
+
+
+def render(run_dir: Path) -> Path:
+    """(Re)draw every figure and report.md of a run directory; returns report.md's path."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        raise HusaiError(f"{run_dir}: no metrics.json (not a husai run directory?)")
+    metrics = read_json(run_dir / "metrics.json")
+    manifest_path = run_dir / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.is_file() else None
+    fig_dir = run_dir / "figures"
+    archs, seeds = metrics["architectures"], metrics["seeds"]
+    for label, arch in archs.items():
+        figures.heatmap(label, arch, seeds, fig_dir / f"pwmcc_heatmap_{label}.png")
+    figures.trained_vs_baselines(archs, fig_dir / "trained_vs_baselines.png")
+    figures.ev_vs_pwmcc(archs, seeds, fig_dir / "ev_vs_pwmcc.png")
+    toy = metrics["toy_model"]
+    figures.fourier_spectrum(toy["fourier"], fig_dir / "fourier_spectrum.png")
+    figures.training_curve(toy["history"], fig_dir / "training_curve.png")
+    return write_text(run_dir / "report.md", render_markdown(metrics, manifest))

@@ -1,0 +1,132 @@
+"""Figures from metrics.json (never recomputes a metric). Each function writes one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from husai.io import write_bytes  # noqa: E402
+
+GROUP_COLOURS = {"trained": "#1f77b4", "random": "#7f7f7f", "init": "#ff7f0e"}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return write_bytes(path, buf.getvalue())
+
+
+def heatmap(label: str, arch: dict[str, Any], seeds: list[int], path: Path) -> Path:
+    m = np.array(arch["consistency"]["pwmcc"]["matrix"])
+    fig, ax = plt.subplots(figsize=(4.6, 3.9))
+    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(seeds)), [str(s) for s in seeds], rotation=45)
+    ax.set_yticks(range(len(seeds)), [str(s) for s in seeds])
+    for i in range(len(seeds)):
+        for j in range(len(seeds)):
+            ax.text(
+                j,
+                i,
+                f"{m[i, j]:.3f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if m[i, j] > 0.6 else "white",
+            )
+    ax.set_xlabel("seed")
+    ax.set_ylabel("seed")
+    ax.set_title(
+        f"{label}: pairwise PWMCC\n(max-|cos|, symmetrised; higher = more consistent)", fontsize=9
+    )
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def trained_vs_baselines(archs: dict[str, Any], path: Path) -> Path:
+    metrics = [("pwmcc", "PWMCC (max-|cos|)"), ("hungarian_mcc", "Hungarian MCC (1-to-1)")]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    labels = list(archs)
+    width = 0.26
+    for ax, (key, title) in zip(axes, metrics, strict=True):
+        for g, group in enumerate(("trained", "init", "random")):
+            vals = [archs[a]["consistency"][key][group] for a in labels]
+            means = np.array([v["mean"] for v in vals])
+            err = np.array(
+                [[v["mean"] - v["ci_low"] for v in vals], [v["ci_high"] - v["mean"] for v in vals]]
+            )
+            xs = np.arange(len(labels)) + (g - 1) * width
+            ax.bar(xs, means, width, yerr=err, capsize=3, label=group, color=GROUP_COLOURS[group])
+            for x, mval in zip(xs, means, strict=True):
+                ax.text(x, mval + 0.02, f"{mval:.2f}", ha="center", fontsize=7)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{title}\nhigher = more consistent; bars: 95% bootstrap CI", fontsize=9)
+    axes[0].set_ylabel("mean over seed pairs")
+    axes[1].legend(fontsize=8, loc="upper right")
+    return _save(fig, path)
+
+
+def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for label, arch in archs.items():
+        m = np.array(arch["consistency"]["pwmcc"]["matrix"])
+        n = len(seeds)
+        per_seed = (m.sum(1) - 1) / (n - 1)
+        ev = [arch["quality"]["per_seed"][str(s)]["explained_variance"] for s in seeds]
+        ax.scatter(ev, per_seed, label=label, s=30)
+    ax.set_xlabel("explained variance (higher = better reconstruction)")
+    ax.set_ylabel("mean PWMCC to the other seeds\n(max-|cos|; higher = more consistent)")
+    ax.set_title("each point: one SAE seed", fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def fourier_spectrum(fourier: dict[str, Any], path: Path) -> Path:
+    fracs = np.array(fourier["frequency_fractions"])
+    key = set(fourier["key_frequencies"])
+    freqs = np.arange(1, len(fracs) + 1)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(freqs, fracs, color=["#d62728" if f in key else "#1f77b4" for f in freqs], width=0.9)
+    for f in sorted(key):
+        ax.text(f, fracs[f - 1] + 0.005, str(f), ha="center", fontsize=7, color="#d62728")
+    ax.set_xlabel("frequency k (red: key frequencies)")
+    ax.set_ylabel("share of embedding norm")
+    ax.set_title(
+        f"Toy model embedding: {len(key)} key frequencies hold "
+        f"{fourier['key_mass']:.1%} of the norm; logit R² = {fourier['logit_r2']:.3f}",
+        fontsize=9,
+    )
+    return _save(fig, path)
+
+
+def training_curve(history: list[dict[str, Any]], path: Path) -> Path:
+    steps = [h["step"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(7, 3.4))
+    ax1.semilogy(steps, [h["train_loss"] for h in history], label="train loss")
+    ax1.semilogy(steps, [h["test_loss"] for h in history], label="test loss")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("cross-entropy")
+    ax2 = ax1.twinx()
+    ax2.plot(steps, [h["test_acc"] for h in history], "g--", label="test accuracy")
+    ax2.plot(
+        steps,
+        [h["n_key_freqs"] / max(h["n_key_freqs"] for h in history) for h in history],
+        "r:",
+        label="key freqs (scaled)",
+    )
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("test accuracy")
+    lines = ax1.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax1.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")
+    ax1.set_title("Toy model training (grokking, then Fourier clean-up)", fontsize=9)
+    return _save(fig, path)

@@ -1,0 +1,121 @@
+"""The shared SAE base: an ensemble of S seeds with stacked weights (S = 1 is one SAE).
+
+Shapes: S seeds, B batch, D d_in, F d_sae (latents), K active latents.
+Parameters: `W_enc` [S, F, D] (encoder rows; SAELens stores its transpose), `b_enc` [S, F],
+`W_dec` [S, F, D] (unit-norm decoder rows), `b_dec` [S, D] (subtracted before encoding).
+Each seed's initial weights come from its own `torch.Generator`, and the loss is a sum
+of per-seed losses, so seed s of an ensemble follows the same trajectory it would alone.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from husai.config import SAEConfig
+
+
+class SAE(nn.Module):
+    """Base class: architectures override `activation` and, if needed, `loss`."""
+
+    architecture: ClassVar[str]
+    saelens_architecture: ClassVar[str]
+    uses_k: ClassVar[bool] = False  # TopK family: config's k must be ≤ d_sae
+
+    def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
+        super().__init__()
+        cfg = cfg.resolve(d_in)
+        self.cfg, self.d_in, self.d_sae = cfg, d_in, int(cfg.d_sae)  # type: ignore[arg-type]
+        self.seeds = [int(s) for s in seeds]
+        S, F, D = len(self.seeds), self.d_sae, d_in
+        self.W_enc = nn.Parameter(torch.empty(S, F, D))
+        self.b_enc = nn.Parameter(torch.zeros(S, F))
+        self.W_dec = nn.Parameter(torch.empty(S, F, D))
+        self.b_dec = nn.Parameter(torch.zeros(S, D))
+        self.reset_parameters()
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Per seed: random unit decoder rows, encoder tied to the decoder at init."""
+        for s, seed in enumerate(self.seeds):
+            g = torch.Generator().manual_seed(seed)
+            w_FD = torch.randn(self.d_sae, self.d_in, generator=g)
+            w_FD /= w_FD.norm(dim=-1, keepdim=True)
+            self.W_dec[s] = w_FD
+            self.W_enc[s] = w_FD
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    # -- forward ---------------------------------------------------------------------
+    def _stack(self, x: Tensor) -> Tensor:
+        """[B, D] (same batch for every seed) or [S, B, D] → [S, B, D]."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n_seeds, -1, -1)
+        if x.dim() != 3 or x.shape[0] != self.n_seeds or x.shape[-1] != self.d_in:
+            raise ValueError(f"expected [B, {self.d_in}] or [{self.n_seeds}, B, {self.d_in}]")
+        return x
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        x_SBD = self._stack(x)
+        return torch.baddbmm(
+            self.b_enc.unsqueeze(1), x_SBD - self.b_dec.unsqueeze(1), self.W_enc.transpose(1, 2)
+        )
+
+    def activation(self, pre_SBF: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Dense codes [S, B, F]."""
+        return self.activation(self.pre_acts(x))
+
+    def decode(self, codes_SBF: Tensor) -> Tensor:
+        return torch.baddbmm(self.b_dec.unsqueeze(1), codes_SBF, self.W_dec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    # -- training --------------------------------------------------------------------
+    def sparsity_penalty(self, codes_SBF: Tensor) -> Tensor:
+        """Per-seed penalty [S]; zero unless the architecture has one."""
+        return codes_SBF.new_zeros(self.n_seeds)
+
+    def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-seed loss [S] = MSE (summed over D, mean over B) + sparsity penalty."""
+        codes = self.encode(x_SBD)
+        mse = (self.decode(codes) - x_SBD).pow(2).sum(-1).mean(-1)
+        penalty = self.sparsity_penalty(codes)
+        return mse + penalty, {"mse": mse.detach(), "penalty": penalty.detach()}
+
+    @torch.no_grad()
+    def init_b_dec(self, mean_D: Tensor) -> None:
+        self.b_dec.copy_(mean_D.expand_as(self.b_dec))
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Drop the gradient component along each decoder row (keeps rows on the sphere)."""
+        if self.W_dec.grad is not None:
+            g, w = self.W_dec.grad, self.W_dec
+            g -= (g * w).sum(-1, keepdim=True) * w
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    # -- seeds -----------------------------------------------------------------------
+    def select(self, s: int) -> SAE:
+        """Seed s of the ensemble as a one-seed SAE (a copy)."""
+        one = type(self)(self.cfg, self.d_in, [self.seeds[s]])
+        with torch.no_grad():
+            for name, p in one.named_parameters():
+                p.copy_(getattr(self, name)[s : s + 1])
+        return one
+
+    def extra_cfg(self) -> dict[str, object]:
+        """Architecture-specific fields written to cfg.json (e.g. k)."""
+        return {}
