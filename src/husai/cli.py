@@ -85,6 +85,12 @@ def _progress() -> tuple[Progress, Callable[[str, int, int], None]]:
     return bar, update
 
 
+def _stdout() -> Console:
+    """Standard output; wide enough for the tables when it is not a terminal."""
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
+
+
 def _summary_table(metrics: dict[str, Any]) -> Table:
     t = Table(title="husai: cross-seed consistency (decoder rows; higher = more consistent)")
     for col in (
@@ -303,7 +309,7 @@ def compare(
                 f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
                 v["variant"],
             )
-    Console().print(t)
+    _stdout().print(t)
     if json_out:
         write_json(json_out, res)
         typer.echo(f"wrote {json_out}")

@@ -7,9 +7,11 @@ from typing import Any
 
 from husai.config import MetricsConfig
 from husai.errors import HusaiError
-from husai.experiments.evaluate import VARIANTS
-from husai.metrics import bootstrap_ci, compare_to_baseline, pairwise, random_dictionaries
+from husai.experiments.evaluate import metric_keys, summarise
+from husai.metrics import pairwise, random_dictionaries
 from husai.sae import load
+
+HUNGARIAN_MAX = 8192  # scipy's exact assignment is O(n³); beyond this it takes minutes
 
 
 def compare(paths: list[Path], m: MetricsConfig | None = None) -> dict[str, Any]:
@@ -24,13 +26,14 @@ def compare(paths: list[Path], m: MetricsConfig | None = None) -> dict[str, Any]
         raise HusaiError(f"SAEs have different d_in ({detail}); cannot compare their dictionaries")
     dicts = [s.W_dec[0].detach() for s in saes]
     sizes = {d.shape[0] for d in dicts}
-    trained = pairwise(dicts, thresholds=m.thresholds, block_size=m.block_size)
+    exact = max(sizes) <= HUNGARIAN_MAX
+    trained = pairwise(dicts, m.thresholds, m.block_size, hungarian=exact)
     # matched baseline: one random dictionary per SAE, of the same shape
     rand = [
         random_dictionaries(1, d.shape[0], d.shape[1], m.baseline_seed + i)[0]
         for i, d in enumerate(dicts)
     ]
-    random = pairwise(rand, thresholds=m.thresholds, block_size=m.block_size)
+    random = pairwise(rand, m.thresholds, m.block_size, hungarian=exact)
     out: dict[str, Any] = {
         "saes": [str(p) for p in paths],
         "d_in": d_ins.pop(),
@@ -38,20 +41,10 @@ def compare(paths: list[Path], m: MetricsConfig | None = None) -> dict[str, Any]
         "pairs": [list(p) for p in trained["pairs"]],
         "baseline": "matched random unit-Gaussian dictionaries (same shapes)",
     }
-    keys = ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in m.thresholds]
-    for key in keys:
-        t_vals, r_vals = trained[f"{key}_values"], random[f"{key}_values"]
-        out[key] = {
-            "variant": VARIANTS[key.split("@")[0]],
-            "matrix": trained[f"{key}_matrix"].tolist(),
-            "trained": bootstrap_ci(
-                t_vals, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed
-            ),
-            "random": bootstrap_ci(
-                r_vals, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed
-            ),
-            "trained_minus_random": compare_to_baseline(
-                t_vals, r_vals, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed
-            ),
-        }
+    groups = {"trained": trained, "random": random}
+    for key in metric_keys(m):
+        if key == "hungarian_mcc" and not exact:
+            out[key] = f"skipped: exact assignment only up to {HUNGARIAN_MAX} latents"
+            continue
+        out[key] = summarise(groups, key, m)
     return out

@@ -38,31 +38,26 @@ def decoders(sae: SAE) -> list[Tensor]:
     return [sae.W_dec[s].detach() for s in range(sae.n_seeds)]
 
 
-def _summaries(pw: dict[str, Any], key: str, m: MetricsConfig) -> dict[str, Any]:
-    values = [float(v) for v in pw[key]]
-    ci = bootstrap_ci(values, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
-    return {**ci, "pairs": values}
+def metric_keys(m: MetricsConfig) -> list[str]:
+    return ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in m.thresholds]
 
 
-def consistency(trained: SAE, cfg: SAEConfig, m: MetricsConfig) -> dict[str, Any]:
-    """Pairwise consistency of trained decoders vs matched random and at-init dictionaries."""
-    S, F, D = trained.n_seeds, trained.d_sae, trained.d_in
-    groups = {
-        "trained": decoders(trained),
-        "random": random_dictionaries(S, F, D, m.baseline_seed),
-        "init": decoders(build_sae(cfg, D, trained.seeds)),
-    }
-    pw = {
-        g: pairwise(d, thresholds=m.thresholds, block_size=m.block_size) for g, d in groups.items()
-    }
-    out: dict[str, Any] = {"pairs": [list(p) for p in pw["trained"]["pairs"]]}
-    metric_keys = {"pwmcc": "pwmcc", "hungarian_mcc": "hungarian_mcc"}
-    metric_keys.update({f"shared_fraction@{t}": f"shared_fraction@{t}" for t in m.thresholds})
-    for name, key in metric_keys.items():
-        block: dict[str, Any] = {"variant": VARIANTS[name.split("@")[0]]}
-        for g in groups:
-            block[g] = _summaries(pw[g], f"{key}_values", m)
-        for base in ("random", "init"):
+def entry(pw: dict[str, Any], key: str) -> dict[str, Any]:
+    """{"matrix", "values"} of one metric in a `metrics.pairwise` result."""
+    if key.startswith("shared_fraction@"):
+        return pw["shared_fraction"][float(key.split("@")[1])]
+    return pw[key]
+
+
+def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> dict[str, Any]:
+    """One metric: per group mean + CI over pairs, trained − each baseline, trained matrix."""
+    block: dict[str, Any] = {"variant": VARIANTS[key.split("@")[0]]}
+    for g, pw in groups.items():
+        values = [float(v) for v in entry(pw, key)["values"]]
+        ci = bootstrap_ci(values, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
+        block[g] = {**ci, "pairs": values}
+    for base in groups:
+        if base != "trained":
             block[f"trained_minus_{base}"] = compare_to_baseline(
                 block["trained"]["pairs"],
                 block[base]["pairs"],
@@ -70,8 +65,24 @@ def consistency(trained: SAE, cfg: SAEConfig, m: MetricsConfig) -> dict[str, Any
                 n_resamples=m.n_bootstrap,
                 seed=m.baseline_seed,
             )
-        block["matrix"] = pw["trained"][f"{key}_matrix"].tolist()
-        out[name] = block
+    block["matrix"] = entry(groups["trained"], key)["matrix"].tolist()
+    return block
+
+
+def consistency(trained: SAE, cfg: SAEConfig, m: MetricsConfig) -> dict[str, Any]:
+    """Pairwise consistency of trained decoders vs matched random and at-init dictionaries."""
+    S, F, D = trained.n_seeds, trained.d_sae, trained.d_in
+    dicts = {
+        "trained": decoders(trained),
+        "random": random_dictionaries(S, F, D, m.baseline_seed),
+        "init": decoders(build_sae(cfg, D, trained.seeds)),
+    }
+    groups = {
+        g: pairwise(d, thresholds=m.thresholds, block_size=m.block_size) for g, d in dicts.items()
+    }
+    out: dict[str, Any] = {"pairs": [list(p) for p in groups["trained"]["pairs"]]}
+    for key in metric_keys(m):
+        out[key] = summarise(groups, key, m)
     return out
 
 

@@ -215,7 +215,7 @@ def run(
             "seeds": list(cfg.seeds),
             "toy_model_seed": cfg.toy.train.seed,
             "provenance": provenance(),
-            "timings_seconds": timer.seconds,
+            "timings_seconds": [{"stage": k, "seconds": v} for k, v in timer.seconds.items()],
             "trained_this_run": trained_now,
             "artifacts": {str(p.relative_to(run_dir)): sha256_file(p) for p in artifacts},
         },

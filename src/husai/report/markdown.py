@@ -13,11 +13,15 @@ def _p(x: float | None) -> str:
     return "n/a" if x is None else (f"{x:.2g}" if x >= 1e-4 else "<1e-4")
 
 
+def _tests(d: dict[str, Any]) -> list[dict[str, Any]]:
+    return [d["mann_whitney"], d["welch_t"]]
+
+
 def _finding(label: str, arch: dict[str, Any], n_seeds: int) -> str:
     c = arch["consistency"]["pwmcc"]
     d = c["trained_minus_random"]
     src = f"`metrics.json` → `architectures.{label}.consistency.pwmcc`"
-    tests = "; ".join(f"{t['name']}: p = {_p(t['p_value'])}" for t in d["tests"])
+    tests = "; ".join(f"{t['name']}: p = {_p(t['p_value'])}" for t in _tests(d))
     verdict = "above" if d["ci_low"] > 0 else ("below" if d["ci_high"] < 0 else "not resolved from")
     return (
         f"- **{label}**: PWMCC (max-|cos|, higher = more consistent) across {n_seeds} seeds "
@@ -119,7 +123,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
                 f"{t['name']}: statistic {t['statistic']:.3g}, p = {_p(t['p_value'])}"
                 if t["statistic"] is not None
                 else f"{t['name']}: undefined"
-                for t in d["tests"]
+                for t in _tests(d)
             )
             lines.append(f"- {label} / {key}: {tests}")
     lines += [
@@ -142,7 +146,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         "",
     ]
     if manifest:
-        t = manifest.get("timings_seconds", {})
+        t = manifest.get("timings_seconds", [])
         lines += [
             "## Provenance",
             "",
@@ -150,7 +154,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
             f"`{manifest['provenance'].get('git_revision')}`, versions "
             + ", ".join(f"{k} {v}" for k, v in manifest["provenance"]["versions"].items())
             + ". Stage wall times (s): "
-            + ", ".join(f"{k} {v:.1f}" for k, v in t.items())
+            + ", ".join(f"{x['stage']} {x['seconds']:.1f}" for x in t)
             + ". Source: `manifest.json`.",
             "",
         ]
