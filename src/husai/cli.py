@@ -181,10 +181,12 @@ def train_model(
 ) -> None:
     """Train the modular-arithmetic toy model and write a checkpoint."""
     from husai.config import load_run_config
+    from husai.runtime import deterministic
     from husai.toy import save_checkpoint, train_toy
 
     cfg = load_run_config(config)
-    model, summary = train_toy(cfg.toy, progress=True)
+    with deterministic():
+        model, summary = train_toy(cfg.toy, progress=True)
     summary.pop("wall_seconds", None)
     save_checkpoint(model, cfg.toy, summary, out)
     f = summary["fourier"]

@@ -94,6 +94,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def tensor_hash(t: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes (file bytes can differ: safetensors
+    writes its metadata in no fixed order)."""
+    t = t.detach().contiguous().cpu()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def config_hash(obj: Any) -> str:
     """Content hash of a JSON-able object (first 16 hex digits of sha256 of canonical JSON)."""
     return hashlib.sha256(dumps_json(obj).encode()).hexdigest()[:16]

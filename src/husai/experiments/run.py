@@ -20,7 +20,8 @@ from husai.activations import extract_toy, load_activations, save_activations, s
 from husai.config import RunConfig, SAEConfig
 from husai.errors import HusaiError
 from husai.experiments.evaluate import consistency, downstream, quality
-from husai.io import config_hash, provenance, read_json, sha256_file, write_json
+from husai.io import config_hash, provenance, read_json, sha256_file, tensor_hash, write_json
+from husai.runtime import deterministic
 from husai.sae import load as load_sae
 from husai.sae import save as save_sae
 from husai.sae import train_sae
@@ -101,13 +102,20 @@ def sae_stage(
             "job_hash": key,
             "final_train_mse": info["final_train_mse"][s],
             "steps": info["steps"][s],
-            "activations_sha256": acts_hash,
+            "activations_tensor_sha256": acts_hash,
         }
         save_sae(sae.select(s), d, extra=extra)
     return sae, True
 
 
-def run(
+def run(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
+    """Execute the whole pipeline (deterministic kernels); returns the metrics dict
+    (also written to metrics.json)."""
+    with deterministic():
+        return _run(cfg, run_dir, **kwargs)
+
+
+def _run(
     cfg: RunConfig,
     run_dir: Path,
     *,
@@ -115,7 +123,6 @@ def run(
     progress: Progress | None = None,
     toy_progress: bool = False,
 ) -> dict[str, Any]:
-    """Execute the whole pipeline; returns the metrics dict (also written to metrics.json)."""
     from husai.toy import load_checkpoint, make_dataset
 
     run_dir = Path(run_dir)
@@ -145,7 +152,7 @@ def run(
             },
         )
         x_ND, _ = load_activations(acts_path)
-        acts_hash = sha256_file(acts_path)
+        acts_hash = tensor_hash(x_ND)
 
     tokens, labels = make_dataset(cfg.toy.model.p, cfg.toy.model.op)
     test_rows = split_rows(cfg.toy, "test")
@@ -197,30 +204,35 @@ def run(
     }
     write_json(run_dir / "metrics.json", metrics)
 
+    manifest = {
+        "config": cfg.model_dump(mode="json"),
+        "config_hash": config_hash(cfg.model_dump(mode="json")),
+        "seeds": list(cfg.seeds),
+        "toy_model_seed": cfg.toy.train.seed,
+        "provenance": provenance(),
+        "timings_seconds": [{"stage": k, "seconds": v} for k, v in timer.seconds.items()],
+        "trained_this_run": trained_now,
+        "artifacts": {},
+    }
+    write_json(run_dir / "manifest.json", manifest)  # the report reads provenance from it
     with timer.stage("report"):
         from husai.report import render
 
         render(run_dir)
+    manifest["timings_seconds"].append({"stage": "report", "seconds": timer.seconds["report"]})
+    manifest["artifacts"] = artifact_hashes(run_dir)
+    write_json(run_dir / "manifest.json", manifest)
+    return metrics
 
-    artifacts = sorted(
+
+def artifact_hashes(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file in the run directory except the manifest itself."""
+    files = sorted(
         p
         for p in run_dir.rglob("*")
         if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")
     )
-    write_json(
-        run_dir / "manifest.json",
-        {
-            "config": cfg.model_dump(mode="json"),
-            "config_hash": config_hash(cfg.model_dump(mode="json")),
-            "seeds": list(cfg.seeds),
-            "toy_model_seed": cfg.toy.train.seed,
-            "provenance": provenance(),
-            "timings_seconds": [{"stage": k, "seconds": v} for k, v in timer.seconds.items()],
-            "trained_this_run": trained_now,
-            "artifacts": {str(p.relative_to(run_dir)): sha256_file(p) for p in artifacts},
-        },
-    )
-    return metrics
+    return {str(p.relative_to(run_dir)): sha256_file(p) for p in files}
 
 
 def require_new_or_same(run_dir: Path, cfg: RunConfig) -> None:

@@ -154,7 +154,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
             f"`{manifest['provenance'].get('git_revision')}`, versions "
             + ", ".join(f"{k} {v}" for k, v in manifest["provenance"]["versions"].items())
             + ". Stage wall times (s): "
-            + ", ".join(f"{x['stage']} {x['seconds']:.1f}" for x in t)
+            + ", ".join(f"{x['stage']} {x['seconds']:.1f}" for x in t if x["stage"] != "report")
             + ". Source: `manifest.json`.",
             "",
         ]

@@ -1,7 +1,8 @@
 """One trainer for every architecture: Adam on the stacked seeds, one batched step each.
 
-Seed s shuffles the data with its own generator (seeded from s), so an ensemble of seeds
-reproduces, up to float rounding, what each seed gives when trained alone.
+Seed s initialises from its own generator (seed s) and shuffles the data with another
+(seed s + DATA_SEED_OFFSET); the loss is a sum of per-seed losses. An ensemble of seeds
+therefore reproduces, up to float rounding, what each seed gives when trained alone.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from torch import Tensor
 
 from husai.config import SAEConfig
 from husai.errors import HusaiError
+from husai.runtime import deterministic
 from husai.sae.base import SAE
 from husai.sae.registry import REGISTRY
 
-DATA_SEED_OFFSET = 1_000_003  # data order uses seed + offset, init uses seed
+DATA_SEED_OFFSET = 1_000_003
 
 
 def build_sae(cfg: SAEConfig, d_in: int, seeds: Sequence[int]) -> SAE:
@@ -26,8 +28,25 @@ def build_sae(cfg: SAEConfig, d_in: int, seeds: Sequence[int]) -> SAE:
 def check_finite(x: Tensor, what: str) -> None:
     bad = ~torch.isfinite(x)
     if bad.any():
-        rows = int(bad.reshape(len(x), -1).any(-1).sum()) if x.dim() > 1 else int(bad.sum())
+        rows = int(bad.reshape(len(x), -1).any(-1).sum())
         raise HusaiError(f"{what} contain NaN/Inf ({rows} of {len(x)} rows)")
+
+
+def train_step(sae: SAE, opt: torch.optim.Optimizer, x_SBD: Tensor, step: int) -> Tensor:
+    """One Adam step on all seeds; returns the per-seed MSE. Raises on a non-finite loss."""
+    loss_S, parts = sae.loss(x_SBD)
+    bad = ~torch.isfinite(loss_S)
+    if bad.any():
+        seed = sae.seeds[int(bad.nonzero()[0])]
+        raise HusaiError(
+            f"SAE {sae.cfg.label} seed {seed}: loss became NaN/Inf at step {step} (diverged)"
+        )
+    opt.zero_grad(set_to_none=True)
+    loss_S.sum().backward()
+    sae.remove_parallel_grads()
+    opt.step()
+    sae.normalize_decoder()
+    return parts["mse"]
 
 
 def train_sae(
@@ -37,10 +56,7 @@ def train_sae(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[SAE, dict[str, list[float]]]:
-    """Train one SAE per seed on activations [N, D]; returns the ensemble and final losses.
-
-    Raises HusaiError naming the seed and step if a loss becomes NaN/Inf.
-    """
+    """Train one SAE per seed on activations [N, D]; returns the ensemble and final losses."""
     if x_ND.dim() != 2 or len(x_ND) == 0:
         raise HusaiError(f"activations must be a non-empty [n, d] matrix, got {tuple(x_ND.shape)}")
     x_ND = x_ND.float()
@@ -51,27 +67,15 @@ def train_sae(
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     gens = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
     B = min(cfg.batch_size, N)
-    steps_per_epoch = N // B
-    total, step = cfg.epochs * steps_per_epoch, 0
-    last_mse = torch.zeros(len(seeds))
-    for _ in range(cfg.epochs):
-        order_SN = torch.stack([torch.randperm(N, generator=g) for g in gens])
-        for i in range(steps_per_epoch):
-            x_SBD = x_ND[order_SN[:, i * B : (i + 1) * B]]
-            loss_S, parts = sae.loss(x_SBD)
-            bad = ~torch.isfinite(loss_S)
-            if bad.any():
-                seed = sae.seeds[int(bad.nonzero()[0])]
-                raise HusaiError(
-                    f"SAE {cfg.label} seed {seed}: loss became NaN/Inf at step {step} (diverged)"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss_S.sum().backward()
-            sae.remove_parallel_grads()
-            opt.step()
-            sae.normalize_decoder()
-            last_mse = parts["mse"]
-            step += 1
-            if progress is not None:
-                progress(step, total)
-    return sae, {"final_train_mse": [float(v) for v in last_mse], "steps": [step] * len(seeds)}
+    per_epoch = N // B
+    total = cfg.epochs * per_epoch
+    mse = torch.zeros(len(seeds))
+    with deterministic():
+        for epoch in range(cfg.epochs):
+            order_SN = torch.stack([torch.randperm(N, generator=g) for g in gens])
+            for i in range(per_epoch):
+                step = epoch * per_epoch + i
+                mse = train_step(sae, opt, x_ND[order_SN[:, i * B : (i + 1) * B]], step)
+                if progress is not None:
+                    progress(step + 1, total)
+    return sae, {"final_train_mse": [float(v) for v in mse], "steps": [total] * len(seeds)}

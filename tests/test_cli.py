@@ -1,0 +1,151 @@
+"""The CLI: thin commands, one-line errors with exit status 2, nothing written on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from husai.cli import app
+
+runner = CliRunner()
+
+
+def _bad(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("saes: [{architecture: topk, d_sae: 16, k: 32}]", "k (32) must be ≤ d_sae (16)"),
+        ("saes: [{architecture: nope}]", "unknown architecture 'nope'"),
+        ("activations: {hook: blocks.0.nope}", "unknown hook 'blocks.0.nope'"),
+        ("toy: {model: {p: 24, op: mul}}", "p (24) must be prime"),
+        ("toy: {model: {d_model: -4}}", "toy.model.d_model"),
+        ("seeds: [1]", "at least 2 seeds"),
+        ("bogus: 1", "bogus"),
+        ("saes: [{architecture: topk, epochs: 0}]", "saes.0.epochs"),
+    ],
+)
+def test_invalid_config_is_one_line_exit_2_nothing_written(tmp_path, text, needle) -> None:
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(_bad(tmp_path, text)), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_missing_config_file(tmp_path) -> None:
+    res = runner.invoke(app, ["run", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 2 and "config file not found" in res.output
+
+
+def test_run_help_documents_config_fields() -> None:
+    res = runner.invoke(app, ["run", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    for field in ("toy.model.p", "saes[].k", "seeds", "metrics.n_bootstrap"):
+        assert field in res.output, field
+
+
+def test_compare_and_report_on_a_run(tiny_run: Path, tmp_path: Path) -> None:
+    dirs = [str(tiny_run / "saes" / "topk" / f"seed_{s}") for s in (1, 2, 3)]
+    res = runner.invoke(app, ["compare", *dirs, "--json", str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "c.json").read_text())
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    ours = m["architectures"]["topk"]["consistency"]["pwmcc"]["trained"]["pairs"]
+    assert out["pwmcc"]["trained"]["mean"] == pytest.approx(sum(ours) / 3)
+    assert "pwmcc" in res.output
+    res = runner.invoke(app, ["report", str(tiny_run)])
+    assert res.exit_code == 0 and "report.md" in res.output
+
+
+def test_compare_rejects_mismatched_d_in(tiny_run: Path, tmp_path: Path) -> None:
+    import torch
+
+    from husai.config import SAEConfig
+    from husai.sae import save, train_sae
+
+    sae, _ = train_sae(SAEConfig(d_sae=8, k=2, epochs=1), torch.randn(64, 5), [0])
+    save(sae, tmp_path / "other")
+    res = runner.invoke(
+        app, ["compare", str(tiny_run / "saes/topk/seed_1"), str(tmp_path / "other")]
+    )
+    assert res.exit_code == 2
+    assert "different d_in" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_pipeline_commands_chain(tiny_run: Path, tmp_path: Path) -> None:
+    acts = tmp_path / "acts.safetensors"
+    res = runner.invoke(
+        app,
+        [
+            "extract",
+            str(tiny_run / "toy_model"),
+            "--out",
+            str(acts),
+            "--hook",
+            "blocks.0.mlp_post",
+            "--position",
+            "all",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    from husai.activations import load_activations
+
+    x, meta = load_activations(acts)
+    assert x.shape == (3 * 23 * 23, 64) and meta["hook"] == "blocks.0.mlp_post"
+    res = runner.invoke(
+        app,
+        [
+            "train-sae",
+            str(acts),
+            "--out",
+            str(tmp_path / "s"),
+            "--d-sae",
+            "32",
+            "--k",
+            "4",
+            "--epochs",
+            "1",
+            "--seeds",
+            "1,2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "s" / "seed_2" / "cfg.json").is_file()
+    res = runner.invoke(
+        app, ["extract", str(tiny_run / "toy_model"), "--out", str(acts), "--hook", "nope"]
+    )
+    assert res.exit_code == 2 and "unknown hook" in res.output
+
+
+def test_nan_activations_are_rejected(tmp_path: Path) -> None:
+    import torch
+
+    from husai.activations import save_activations
+
+    x = torch.randn(10, 4)
+    x[2, 1] = float("inf")
+    save_activations(tmp_path / "a.safetensors", x, {"source": "test"})
+    res = runner.invoke(
+        app,
+        [
+            "train-sae",
+            str(tmp_path / "a.safetensors"),
+            "--out",
+            str(tmp_path / "s"),
+            "--d-sae",
+            "8",
+            "--k",
+            "2",
+        ],
+    )
+    assert res.exit_code == 2 and "NaN/Inf" in res.output
+    assert not (tmp_path / "s").exists()
