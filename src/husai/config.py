@@ -112,7 +112,10 @@ class SAEConfig(Strict):
     )
     k: int = Field(32, gt=0, description="active latents per input (TopK family)")
     l1_coefficient: float = Field(
-        3e-3, ge=0, description="L1 penalty weight (ReLU), on codes × decoder-row norm"
+        1.0,
+        ge=0,
+        description="L1 penalty weight (ReLU) on codes × decoder-row norms; MSE is summed over d_in"
+        " (1.0 gives the default toy model an EV close to TopK k=32)",
     )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     epochs: int = Field(20, gt=0, description="passes over the activation set")

@@ -19,15 +19,18 @@ from husai.sae.registry import register
 
 
 class _TopKEncode(torch.autograd.Function):
-    """(x_c [S,B,D], W_enc [S,F,D], b_enc [S,F], k) → (ReLU'd top-k values, flat indices)."""
+    """(x [S,B,D], b_dec [S,D], W_enc [S,F,D], b_enc [S,F], k) → (ReLU'd top-k values,
+    flat indices into the S·F stacked latents), with a backward that touches only the
+    chosen encoder rows."""
 
     @staticmethod
-    def forward(ctx: Any, x_c: Tensor, W_enc: Tensor, b_enc: Tensor, k: int):  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int):  # type: ignore[override]
         S, F, D = W_enc.shape
-        pre_SBF = torch.baddbmm(b_enc.unsqueeze(1), x_c, W_enc.transpose(1, 2))
+        x_c = x - b_dec.unsqueeze(1)
+        pre_SBF = torch.bmm(x_c, W_enc.transpose(1, 2)).add_(b_enc.unsqueeze(1))
         vals_SBK, idx_SBK = pre_SBF.topk(k, dim=-1)
         vals_SBK = vals_SBK.clamp_min_(0)
-        flat_SBK = idx_SBK + (torch.arange(S, device=x_c.device) * F).view(S, 1, 1)
+        flat_SBK = idx_SBK + (torch.arange(S, device=x.device) * F).view(S, 1, 1)
         ctx.save_for_backward(x_c, W_enc, flat_SBK, vals_SBK)
         ctx.mark_non_differentiable(flat_SBK)
         return vals_SBK, flat_SBK
@@ -39,7 +42,9 @@ class _TopKEncode(torch.autograd.Function):
         B, K = flat_SBK.shape[1:]
         g_SBK = grad_SBK * (vals_SBK > 0)
         flat = flat_SBK.reshape(-1)
-        grad_x = grad_W = grad_b = None
+        # per-latent sum of upstream gradients = grad of b_enc; b_dec's follows from it
+        g_SF = W_enc.new_zeros(S * F).index_add_(0, flat, g_SBK.reshape(-1)).view(S, F)
+        grad_x = grad_b_dec = grad_W = None
         if ctx.needs_input_grad[0]:
             grad_x = fn.embedding_bag(
                 flat_SBK.reshape(S * B, K),
@@ -48,11 +53,12 @@ class _TopKEncode(torch.autograd.Function):
                 mode="sum",
             ).view(S, B, D)
         if ctx.needs_input_grad[1]:
+            grad_b_dec = -torch.bmm(g_SF.unsqueeze(1), W_enc).squeeze(1)
+        if ctx.needs_input_grad[2]:
             contrib = (g_SBK.unsqueeze(-1) * x_c.unsqueeze(2)).reshape(-1, D)
             grad_W = W_enc.new_zeros(S * F, D).index_add_(0, flat, contrib).view(S, F, D)
-        if ctx.needs_input_grad[2]:
-            grad_b = W_enc.new_zeros(S * F).index_add_(0, flat, g_SBK.reshape(-1)).view(S, F)
-        return grad_x, grad_W, grad_b, None
+        grad_b_enc = g_SF if ctx.needs_input_grad[3] else None
+        return grad_x, grad_b_dec, grad_W, grad_b_enc, None
 
 
 @register
@@ -67,10 +73,11 @@ class TopKSAE(SAE):
 
     def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
         """(values [S, B, K], flat latent indices into the S·F stacked rows [S, B, K])."""
-        x_c = self._stack(x_SBD) - self.b_dec.unsqueeze(1)
-        return _TopKEncode.apply(x_c, self.W_enc, self.b_enc, self.cfg.k)
+        x = self._stack(x_SBD)
+        return _TopKEncode.apply(x, self.b_dec, self.W_enc, self.b_enc, self.cfg.k)
 
     def sparse_decode(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
+        """Sum of the K chosen decoder rows (embedding_bag; its backward touches only them)."""
         S, B, K = vals_SBK.shape
         out = fn.embedding_bag(
             flat_SBK.reshape(S * B, K),
