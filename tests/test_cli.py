@@ -149,3 +149,20 @@ def test_nan_activations_are_rejected(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2 and "NaN/Inf" in res.output
     assert not (tmp_path / "s").exists()
+
+
+def test_run_command_prints_summary_and_stage_times(tiny_run: Path, tiny_config: Path) -> None:
+    # reuse the fixture's toy-model cache: this checks the command, not the training
+    cache = tiny_run.parent / "cache"
+    out = tiny_run.parent / "via_cli"
+    res = runner.invoke(
+        app, ["run", str(tiny_config), "--out", str(out), "--cache-dir", str(cache), "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "PWMCC trained" in res.output and "stage wall times" in res.output
+    assert "toy_model" in res.output and "report" in res.output
+    assert (out / "metrics.json").read_bytes() == (tiny_run / "metrics.json").read_bytes()
+    other = tiny_config.parent / "other.yaml"
+    other.write_text(tiny_config.read_text().replace("seeds:\n- 1", "seeds:\n- 7"))
+    res = runner.invoke(app, ["run", str(other), "--out", str(out), "--quiet"])
+    assert res.exit_code == 2 and "another config" in res.output

@@ -161,11 +161,11 @@ def run(
     from husai.io import read_json
 
     timings = read_json(out / "manifest.json")["timings_seconds"]
-    out_console = Console()
+    out_console = _stdout()
     out_console.print(_summary_table(metrics))
     out_console.print(
         "stage wall times (s): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+        + ", ".join(f"{t['stage']} {t['seconds']:.1f}" for t in timings)
         + f"; total {time.perf_counter() - t0:.1f}"
     )
     out_console.print(f"report: {out / 'report.md'}")

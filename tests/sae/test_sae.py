@@ -20,8 +20,15 @@ def _data(n: int = 512, d: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 def _cfg(arch: str, **kw: object) -> SAEConfig:
-    base = {"architecture": arch, "d_sae": 48, "k": 4, "epochs": 3, "batch_size": 64,
-            "l1_coefficient": 1e-3, "lr": 3e-3}
+    base = {
+        "architecture": arch,
+        "d_sae": 48,
+        "k": 4,
+        "epochs": 3,
+        "batch_size": 64,
+        "l1_coefficient": 1e-3,
+        "lr": 3e-3,
+    }
     return SAEConfig(**{**base, **kw})
 
 
