@@ -162,7 +162,9 @@ def run(
 
     timings = read_json(out / "manifest.json")["timings_seconds"]
     out_console = _stdout()
-    out_console.print(_summary_table(metrics))
+    from husai.report import in_config_order
+
+    out_console.print(_summary_table(in_config_order(metrics)))
     out_console.print(
         "stage wall times (s): "
         + ", ".join(f"{t['stage']} {t['seconds']:.1f}" for t in timings)

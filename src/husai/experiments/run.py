@@ -200,6 +200,7 @@ def _run(
         "downstream_eval_split": "toy model test split (pairs never trained on)",
         "quality_eval_set": "all activation rows (the SAEs' training set)",
         "seeds": list(cfg.seeds),
+        "sae_order": [s.label for s in cfg.saes],
         "architectures": archs,
     }
     write_json(run_dir / "metrics.json", metrics)

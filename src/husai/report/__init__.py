@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from husai.errors import HusaiError
 from husai.io import read_json, write_text
@@ -10,12 +11,19 @@ from husai.report import figures
 from husai.report.markdown import render_markdown
 
 
+def in_config_order(metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json sorts its keys; put the SAEs back in the config's order."""
+    archs = metrics["architectures"]
+    order = metrics.get("sae_order") or sorted(archs)
+    return {**metrics, "architectures": {label: archs[label] for label in order}}
+
+
 def render(run_dir: Path) -> Path:
     """(Re)draw every figure and report.md of a run directory; returns report.md's path."""
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file():
         raise HusaiError(f"{run_dir}: no metrics.json (not a husai run directory?)")
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = in_config_order(read_json(run_dir / "metrics.json"))
     manifest_path = run_dir / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
     fig_dir = run_dir / "figures"

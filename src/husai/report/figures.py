@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -83,6 +84,7 @@ def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], path: Path) -> Path:
         per_seed = (m.sum(1) - 1) / (n - 1)
         ev = [arch["quality"]["per_seed"][str(s)]["explained_variance"] for s in seeds]
         ax.scatter(ev, per_seed, label=label, s=30)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
     ax.set_xlabel("explained variance (higher = better reconstruction)")
     ax.set_ylabel("mean PWMCC to the other seeds\n(max-|cos|; higher = more consistent)")
     ax.set_title("each point: one SAE seed", fontsize=9)

@@ -10,7 +10,7 @@ def _ci(b: dict[str, Any]) -> str:
 
 
 def _p(x: float | None) -> str:
-    return "n/a" if x is None else (f"{x:.2g}" if x >= 1e-4 else "<1e-4")
+    return "p n/a" if x is None else (f"p = {x:.2g}" if x >= 1e-4 else "p < 1e-4")
 
 
 def _tests(d: dict[str, Any]) -> list[dict[str, Any]]:
@@ -20,15 +20,22 @@ def _tests(d: dict[str, Any]) -> list[dict[str, Any]]:
 def _finding(label: str, arch: dict[str, Any], n_seeds: int) -> str:
     c = arch["consistency"]["pwmcc"]
     d = c["trained_minus_random"]
-    src = f"`metrics.json` → `architectures.{label}.consistency.pwmcc`"
-    tests = "; ".join(f"{t['name']}: p = {_p(t['p_value'])}" for t in _tests(d))
+    src = f"`metrics.json` → `architectures.{label}.consistency` (`pwmcc`, `shared_fraction@…`)"
+    tests = "; ".join(f"{t['name']}: {_p(t['p_value'])}" for t in _tests(d))
+    shared = "; ".join(
+        f"|cos| > {k.split('@')[1]}: {v['trained']['mean']:.1%}"
+        for k, v in arch["consistency"].items()
+        if k.startswith("shared_fraction@")
+    )
+    shared = f"Share of latents with a counterpart in another seed at {shared}"
     verdict = "above" if d["ci_low"] > 0 else ("below" if d["ci_high"] < 0 else "not resolved from")
     return (
         f"- **{label}**: PWMCC (max-|cos|, higher = more consistent) across {n_seeds} seeds "
         f"({len(c['trained']['pairs'])} pairs) is {_ci(c['trained'])} (mean [95% bootstrap CI "
         f"over pairs]) vs {_ci(c['random'])} for matched random dictionaries and "
         f"{_ci(c['init'])} at initialisation: trained − random = {d['delta']:.3f} "
-        f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}], {verdict} chance ({tests}). Source: {src}."
+        f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}], {verdict} chance ({tests}). "
+        f"{shared}. Source: {src}."
     )
 
 
@@ -97,7 +104,9 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         "",
         "All consistency numbers are over the seed pairs, decoder rows, mean [95% percentile "
         "bootstrap CI over pairs]; *random* = matched random unit Gaussian dictionaries (same "
-        "shape and number of seeds), *init* = the same SAEs before training. Quality numbers "
+        "shape and number of seeds), *init* = the same SAEs before training. The bootstrap "
+        "resamples pairs as if independent; pairs share seeds, so these CIs are optimistic. "
+        "Quality numbers "
         f"are seed means over {metrics['quality_eval_set']}; downstream numbers on the "
         f"{metrics['downstream_eval_split']}. Source: `metrics.json` → `architectures`.",
         "",
@@ -120,7 +129,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         for key in ("pwmcc", "hungarian_mcc"):
             d = a["consistency"][key]["trained_minus_random"]
             tests = "; ".join(
-                f"{t['name']}: statistic {t['statistic']:.3g}, p = {_p(t['p_value'])}"
+                f"{t['name']}: statistic {t['statistic']:.3g}, {_p(t['p_value'])}"
                 if t["statistic"] is not None
                 else f"{t['name']}: undefined"
                 for t in _tests(d)
