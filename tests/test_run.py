@@ -80,7 +80,7 @@ def test_report_numbers_come_from_metrics(tiny_run: Path) -> None:
     pw = m["architectures"]["topk"]["consistency"]["pwmcc"]
     assert f"{pw['trained']['mean']:.3f}" in report
     assert f"{pw['random']['mean']:.3f}" in report
-    assert "metrics.json` → `architectures.topk.consistency.pwmcc" in report
+    assert "metrics.json` → `architectures.topk.consistency` (`pwmcc`" in report
 
 
 def test_rerun_is_byte_identical_and_resumes(tiny_run: Path, tmp_path: Path, tiny_dict) -> None:
