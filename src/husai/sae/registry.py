@@ -20,7 +20,7 @@ def register(cls: T) -> T:
 
 
 def _load_builtin() -> None:
-    from husai.sae import relu, topk  # noqa: F401  (registers on import)
+    from husai.sae import gated, jumprelu, relu, topk  # noqa: F401  (registers on import)
 
 
 _load_builtin()

@@ -1,0 +1,76 @@
+"""Shared by the format readers: shape/finiteness checks and building a husai SAE.
+
+Every reader maps its tensors to husai's layout: W_enc [F, D] (encoder rows), b_enc [F],
+W_dec [F, D], b_dec [D] (subtracted before encoding, added after decoding), plus the
+architecture's extra [F] parameters (threshold; b_mag, r_mag).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from husai.config import SAEConfig
+from husai.errors import HusaiError
+from husai.sae.base import SAE
+from husai.sae.registry import REGISTRY
+
+Spec = dict[str, tuple[str, ...]]  # tensor name → axis names ("D" = d_in, "F" = d_sae)
+
+
+def check_tensors(tensors: dict[str, Any], spec: Spec, file: Path) -> dict[str, Tensor]:
+    """The tensors named in `spec`, as float32, after checking presence, shapes and NaN/Inf."""
+    dims: dict[str, int] = {}
+    out: dict[str, Tensor] = {}
+    for name, axes in spec.items():
+        t = tensors.get(name)
+        if not isinstance(t, Tensor):
+            raise HusaiError(f"{file}: missing tensor {name!r}")
+        shape = tuple(t.shape)
+        ok = len(shape) == len(axes) and all(
+            dims.setdefault(a, n) == n for a, n in zip(axes, shape, strict=True)
+        )
+        if not ok:
+            want = tuple(dims.get(a, a) for a in axes)
+            raise HusaiError(f"{file}: {name} has shape {shape}, expected {want}")
+        if not torch.isfinite(t).all():
+            raise HusaiError(f"{file}: {name} contains NaN/Inf")
+        out[name] = t.detach().float()
+    return out
+
+
+def fold_centering(b_enc: Tensor, W_enc: Tensor, b_dec: Tensor) -> Tensor:
+    """Encoder bias for inputs centred by b_dec when the source does not centre them:
+    x W + b = (x − b_dec) W + (b + b_dec W)."""
+    return (b_enc.double() + W_enc.double() @ b_dec.double()).float()
+
+
+def build(
+    architecture: str,
+    weights: dict[str, Tensor],
+    file: Path,
+    *,
+    seed: int = 0,
+    cfg: SAEConfig | None = None,
+    **cfg_fields: Any,
+) -> SAE:
+    """A one-seed husai SAE holding `weights` (husai layout, one row per latent)."""
+    d_sae, d_in = weights["W_dec"].shape
+    try:
+        cfg = (cfg or SAEConfig(architecture=architecture, **cfg_fields)).model_copy(
+            update={"d_sae": d_sae}
+        )
+        if REGISTRY[architecture].uses_k and cfg.k > d_sae:
+            raise ValueError(f"k ({cfg.k}) must be ≤ d_sae ({d_sae})")
+    except ValueError as e:
+        raise HusaiError(f"{file}: invalid SAE config ({e})") from None
+    sae = REGISTRY[architecture](cfg, int(d_in), [seed])
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            if name not in weights:
+                raise HusaiError(f"{file}: missing tensor for {name!r}")
+            p[0] = weights[name].to(p.dtype)
+    return sae

@@ -1,0 +1,125 @@
+"""SAELens layout (also husai's own): `cfg.json` + `sae_weights.safetensors`.
+
+Tensors: `W_enc` [d_in, d_sae], `W_dec` [d_sae, d_in], `b_dec` [d_in] and, by architecture,
+`b_enc` (standard, topk, jumprelu), `threshold` (jumprelu), `b_gate`/`b_mag`/`r_mag` (gated).
+cfg.json's `architecture` picks the husai class; TopK's k is top-level `k` (sae-lens ≥ 6)
+or `activation_fn_kwargs.k` (sae-lens 5, where TopK was "standard" + activation_fn "topk").
+husai's own fields live under cfg.json's "husai" key. `apply_b_dec_to_input: false` is
+folded into the encoder biases; `rescale_acts_by_decoder_norm` (TopK) is folded into the
+weights; input normalisation other than "none" is refused (it depends on the input).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from husai.config import SAEConfig
+from husai.errors import HusaiError
+from husai.io import load_tensors, read_json, save_tensors, write_json
+from husai.sae.base import SAE
+from husai.sae.formats.common import Spec, build, check_tensors, fold_centering
+from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
+
+FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+_BASE: Spec = {"W_enc": ("D", "F"), "W_dec": ("F", "D"), "b_dec": ("D",)}
+SPECS: dict[str, Spec] = {
+    "relu": {**_BASE, "b_enc": ("F",)},
+    "topk": {**_BASE, "b_enc": ("F",)},
+    "jumprelu": {**_BASE, "b_enc": ("F",), "threshold": ("F",)},
+    "gated": {**_BASE, "b_gate": ("F",), "b_mag": ("F",), "r_mag": ("F",)},
+}
+
+
+def _renames(cls: type[SAE]) -> dict[str, str]:
+    return getattr(cls, "saelens_renames", {})
+
+
+def save(sae: SAE, directory: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write a one-seed SAE (use `ensemble.select(s)` first) to `directory`."""
+    if sae.n_seeds != 1:
+        raise ValueError("save() takes a one-seed SAE; use sae.select(s)")
+    directory = Path(directory)
+    names = _renames(type(sae))
+    weights = {names.get(n, n): p[0].T if n == "W_enc" else p[0] for n, p in sae.named_parameters()}
+    save_tensors(directory / WEIGHTS_FILE, weights, metadata={"format": "saelens"})
+    cfg = {
+        "architecture": sae.saelens_architecture,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        **sae.extra_cfg(),
+        "husai": {
+            "architecture": sae.architecture,
+            "seed": sae.seeds[0],
+            "config": sae.cfg.model_dump(mode="json"),
+            **(extra or {}),
+        },
+    }
+    write_json(directory / CFG_FILE, cfg)
+    return directory
+
+
+def _architecture(cfg: dict[str, Any], file: Path) -> str:
+    name = str(cfg.get("architecture", "standard"))
+    if name == "standard" and cfg.get("activation_fn_str", cfg.get("activation_fn")) == "topk":
+        name = "topk"  # sae-lens 5
+    if name not in FROM_SAELENS:
+        known = ", ".join(FROM_SAELENS)
+        raise HusaiError(f"{file}: unsupported SAELens architecture {name!r} (known: {known})")
+    return FROM_SAELENS[name]
+
+
+def _k(cfg: dict[str, Any]) -> int:
+    return int(cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 1)
+
+
+def _to_husai(arch: str, t: dict[str, Tensor], cfg: dict[str, Any]) -> dict[str, Tensor]:
+    """SAELens tensors → husai layout, folding options husai's forward has no switch for."""
+    w = {
+        "W_enc": t["W_enc"].T.contiguous(),
+        "W_dec": t["W_dec"],
+        "b_dec": t["b_dec"],
+        "b_enc": t["b_gate"] if arch == "gated" else t["b_enc"],
+    }
+    w.update({n: t[n] for n in ("threshold", "b_mag", "r_mag") if n in t})
+    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
+        norm_F = w["W_dec"].norm(dim=-1).clamp_min(1e-8)  # as SAELens's fold_W_dec_norm
+        w["W_enc"], w["b_enc"] = w["W_enc"] * norm_F[:, None], w["b_enc"] * norm_F
+        w["W_dec"] = w["W_dec"] / norm_F[:, None]
+    if not cfg.get("apply_b_dec_to_input", True):
+        w["b_enc"] = fold_centering(w["b_enc"], w["W_enc"], w["b_dec"])
+        if arch == "gated":
+            w_mag = w["W_enc"] * w["r_mag"].exp()[:, None]
+            w["b_mag"] = fold_centering(w["b_mag"], w_mag, w["b_dec"])
+    return w
+
+
+def load(path: Path) -> SAE:
+    """Read an SAE directory in the SAELens layout into a one-seed husai SAE."""
+    path = Path(path)
+    cfg_file, weights_file = path / CFG_FILE, path / WEIGHTS_FILE
+    raw = read_json(cfg_file)
+    if not isinstance(raw, dict):
+        raise HusaiError(f"{cfg_file}: expected a JSON object")
+    tensors, _ = load_tensors(weights_file)
+    own = raw.get("husai")
+    try:
+        if isinstance(own, dict) and "config" in own:
+            cfg: SAEConfig | None = SAEConfig.model_validate(own["config"])
+            arch, seed, fields = cfg.architecture, int(own.get("seed", 0)), {}
+        else:
+            cfg, arch, seed = None, _architecture(raw, cfg_file), 0
+            fields = {"k": _k(raw)} if arch == "topk" else {}
+    except (KeyError, TypeError, ValueError) as e:
+        raise HusaiError(f"{cfg_file}: invalid SAE config ({e})") from None
+    norm = raw.get("normalize_activations") or "none"
+    if norm != "none":
+        raise HusaiError(f"{cfg_file}: normalize_activations={norm!r} is not supported")
+    t = check_tensors(tensors, SPECS[arch], weights_file)
+    return build(arch, _to_husai(arch, t, raw), weights_file, seed=seed, cfg=cfg, **fields)
