@@ -54,12 +54,12 @@ def test_run_help_documents_config_fields() -> None:
 
 
 def test_compare_and_report_on_a_run(tiny_run: Path, tmp_path: Path) -> None:
-    dirs = [str(tiny_run / "saes" / "topk" / f"seed_{s}") for s in (1, 2, 3)]
+    dirs = [str(tiny_run / "saes" / "toy" / "topk" / f"seed_{s}") for s in (1, 2, 3)]
     res = runner.invoke(app, ["compare", *dirs, "--json", str(tmp_path / "c.json")])
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "c.json").read_text())
     m = json.loads((tiny_run / "metrics.json").read_text())
-    ours = m["architectures"]["topk"]["consistency"]["pwmcc"]["trained"]["pairs"]
+    ours = m["datasets"]["toy"]["architectures"]["topk"]["consistency"]["pwmcc"]["trained"]["pairs"]
     assert out["pwmcc"]["trained"]["mean"] == pytest.approx(sum(ours) / 3)
     assert "pwmcc" in res.output
     res = runner.invoke(app, ["report", str(tiny_run)])
@@ -75,7 +75,7 @@ def test_compare_rejects_mismatched_d_in(tiny_run: Path, tmp_path: Path) -> None
     sae, _ = train_sae(SAEConfig(d_sae=8, k=2, epochs=1), torch.randn(64, 5), [0])
     save(sae, tmp_path / "other")
     res = runner.invoke(
-        app, ["compare", str(tiny_run / "saes/topk/seed_1"), str(tmp_path / "other")]
+        app, ["compare", str(tiny_run / "saes/toy/topk/seed_1"), str(tmp_path / "other")]
     )
     assert res.exit_code == 2
     assert "different d_in" in res.output and len(res.output.strip().splitlines()) == 1
@@ -166,3 +166,52 @@ def test_run_command_prints_summary_and_stage_times(tiny_run: Path, tiny_config:
     other.write_text(tiny_config.read_text().replace("seeds:\n- 1", "seeds:\n- 7"))
     res = runner.invoke(app, ["run", str(other), "--out", str(out), "--quiet"])
     assert res.exit_code == 2 and "another config" in res.output
+
+
+def test_synthetic_command_writes_a_file_every_command_reads(tmp_path: Path) -> None:
+    out = tmp_path / "syn.safetensors"
+    res = runner.invoke(
+        app,
+        [
+            "synthetic",
+            "--out",
+            str(out),
+            "--n-features",
+            "12",
+            "--d",
+            "6",
+            "--n-samples",
+            "500",
+            "--set",
+            "frequency=zipf",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    from husai.activations import load_activations
+    from husai.synthetic import load_ground_truth
+
+    x, meta = load_activations(out)
+    assert x.shape == (500, 6) and load_ground_truth(out).shape == (12, 6)
+    assert '"frequency":"zipf"' in meta["config"].replace(" ", "")
+    res = runner.invoke(
+        app,
+        [
+            "train-sae",
+            str(out),
+            "--out",
+            str(tmp_path / "s"),
+            "--d-sae",
+            "12",
+            "--k",
+            "2",
+            "--epochs",
+            "1",
+            "--seeds",
+            "1,2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["synthetic", "--out", str(tmp_path / "bad.st"), "--d", "0"])
+    assert (
+        res.exit_code == 2 and "synthetic: d" in res.output and not (tmp_path / "bad.st").exists()
+    )

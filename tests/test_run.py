@@ -16,23 +16,23 @@ def test_run_writes_every_artifact(tiny_run: Path) -> None:
         "manifest.json",
         "metrics.json",
         "report.md",
-        "activations.safetensors",
+        "data/toy/activations.safetensors",
         "toy_model/model.safetensors",
         "toy_model/config.json",
     ):
         assert (tiny_run / name).is_file(), name
     for fig in (
-        "pwmcc_heatmap_topk",
-        "pwmcc_heatmap_relu",
-        "trained_vs_baselines",
-        "ev_vs_pwmcc",
+        "pwmcc_heatmap_toy_topk",
+        "pwmcc_heatmap_toy_relu",
+        "trained_vs_baselines_toy",
+        "ev_vs_pwmcc_toy",
         "fourier_spectrum",
         "training_curve",
     ):
         assert (tiny_run / "figures" / f"{fig}.png").stat().st_size > 1000, fig
     for arch in ("topk", "relu"):
         for seed in (1, 2, 3):
-            sae = load(tiny_run / "saes" / arch / f"seed_{seed}")
+            sae = load(tiny_run / "saes" / "toy" / arch / f"seed_{seed}")
             assert sae.seeds == [seed] and sae.d_in == 32
 
 
@@ -40,7 +40,7 @@ def test_metrics_hold_what_the_issue_asks(tiny_run: Path) -> None:
     m = json.loads((tiny_run / "metrics.json").read_text())
     assert m["toy_model"]["fourier"]["logit_r2"] is not None
     for arch in ("topk", "relu"):
-        a = m["architectures"][arch]
+        a = m["datasets"]["toy"]["architectures"][arch]
         c = a["consistency"]
         for group in ("trained", "random", "init"):
             b = c["pwmcc"][group]
@@ -62,7 +62,9 @@ def test_metrics_hold_what_the_issue_asks(tiny_run: Path) -> None:
             "downstream_loss_recovered_vs_zero",
         ):
             assert key in q, key
-    assert m["architectures"]["topk"]["quality"]["mean"]["l0"] <= 4
+    assert m["datasets"]["toy"]["architectures"]["topk"]["quality"]["mean"]["l0"] <= 4
+    er = m["datasets"]["toy"]["effective_rank"]
+    assert 1 <= er["participation_ratio"] <= 32 and er["n_components_0.9"] <= 32
 
 
 def test_manifest_hashes_match_files(tiny_run: Path) -> None:
@@ -77,10 +79,10 @@ def test_manifest_hashes_match_files(tiny_run: Path) -> None:
 def test_report_numbers_come_from_metrics(tiny_run: Path) -> None:
     m = json.loads((tiny_run / "metrics.json").read_text())
     report = (tiny_run / "report.md").read_text()
-    pw = m["architectures"]["topk"]["consistency"]["pwmcc"]
+    pw = m["datasets"]["toy"]["architectures"]["topk"]["consistency"]["pwmcc"]
     assert f"{pw['trained']['mean']:.3f}" in report
     assert f"{pw['random']['mean']:.3f}" in report
-    assert "metrics.json` → `architectures.topk.consistency` (`pwmcc`" in report
+    assert "metrics.json` → `datasets.toy.architectures.topk.consistency`" in report
 
 
 def test_rerun_is_byte_identical_and_resumes(tiny_run: Path, tmp_path: Path, tiny_dict) -> None:
@@ -93,10 +95,57 @@ def test_rerun_is_byte_identical_and_resumes(tiny_run: Path, tmp_path: Path, tin
     # interrupted run: one architecture's SAEs lost → only that one is retrained
     import shutil
 
-    shutil.rmtree(tmp_path / "again" / "saes" / "relu" / "seed_2")
+    shutil.rmtree(tmp_path / "again" / "saes" / "toy" / "relu" / "seed_2")
     run(cfg, tmp_path / "again", cache_dir=tmp_path / "cache")
     man = json.loads((tmp_path / "again" / "manifest.json").read_text())
-    assert man["trained_this_run"] == ["relu"]
+    assert man["trained_this_run"] == ["toy/relu"]
     assert (tmp_path / "again" / "metrics.json").read_bytes() == (
         tiny_run / "metrics.json"
     ).read_bytes()
+
+
+def test_synthetic_validation_run_reports_recovery(tmp_path: Path) -> None:
+    syn = {"n_features": 16, "d": 16, "n_samples": 8000, "k_active": 2, "noise_std": 0.0}
+    cfg = parse_run_config(
+        {
+            "data": [
+                {"name": "sparse", "source": "synthetic", "synthetic": syn},
+                {"name": "dense", "source": "synthetic", "synthetic": {**syn, "regime": "dense"}},
+            ],
+            "saes": [
+                {
+                    "name": "x1",
+                    "architecture": "topk",
+                    "d_sae": 16,
+                    "k": 2,
+                    "epochs": 8,
+                    "lr": 0.003,
+                },
+                {
+                    "name": "x2",
+                    "architecture": "topk",
+                    "d_sae": 32,
+                    "k": 2,
+                    "epochs": 8,
+                    "lr": 0.003,
+                },
+            ],
+            "seeds": [1, 2, 3],
+            "metrics": {"n_bootstrap": 200},
+        }
+    )
+    m = run(cfg, tmp_path / "run")
+    assert "toy_model" not in m and not (tmp_path / "run" / "toy_model").exists()
+    sparse = m["datasets"]["sparse"]
+    assert sparse["n_true_features"] == 16
+    x2 = sparse["architectures"]["x2"]["quality"]["mean"]
+    assert x2["recovery_hungarian_mcc"] >= 0.9
+    pw = sparse["architectures"]["x2"]["consistency"]["pwmcc"]
+    assert pw["trained"]["mean"] > pw["random"]["mean"] + 0.1
+    dense = m["datasets"]["dense"]["architectures"]["x2"]
+    assert dense["quality"]["mean"]["recovery_fraction_recovered"] < 0.5
+    figs = tmp_path / "run" / "figures"
+    assert (figs / "d_sae_trend_sparse.png").is_file() and (
+        figs / "d_sae_trend_dense.png"
+    ).is_file()
+    assert "recovery MCC" in (tmp_path / "run" / "report.md").read_text()

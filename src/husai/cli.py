@@ -94,7 +94,7 @@ def _stdout() -> Console:
 def _summary_table(metrics: dict[str, Any]) -> Table:
     t = Table(title="husai: cross-seed consistency (decoder rows; higher = more consistent)")
     for col in (
-        "SAE",
+        "data / SAE",
         "PWMCC trained [95% CI]",
         "random",
         "Δ vs random [CI]",
@@ -102,23 +102,25 @@ def _summary_table(metrics: dict[str, Any]) -> Table:
         "EV",
         "L0",
         "dead",
-        "acc (spliced)",
+        "acc (spliced) / recovery",
     ):
         t.add_column(col)
-    for label, a in metrics["architectures"].items():
-        c, q = a["consistency"], a["quality"]["mean"]
-        tr, d = c["pwmcc"]["trained"], c["pwmcc"]["trained_minus_random"]
-        t.add_row(
-            label,
-            f"{tr['mean']:.3f} [{tr['ci_low']:.3f}, {tr['ci_high']:.3f}]",
-            f"{c['pwmcc']['random']['mean']:.3f}",
-            f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
-            f"{c['hungarian_mcc']['trained']['mean']:.3f}",
-            f"{q['explained_variance']:.3f}",
-            f"{q['l0']:.1f}",
-            f"{q['dead_fraction']:.3f}",
-            f"{q['downstream_accuracy']:.4f}",
-        )
+    for name, ds in metrics["datasets"].items():
+        for label, a in ds["architectures"].items():
+            c, q = a["consistency"], a["quality"]["mean"]
+            tr, d = c["pwmcc"]["trained"], c["pwmcc"]["trained_minus_random"]
+            last = q.get("downstream_accuracy", q.get("recovery_hungarian_mcc"))
+            t.add_row(
+                f"{name}/{label}",
+                f"{tr['mean']:.3f} [{tr['ci_low']:.3f}, {tr['ci_high']:.3f}]",
+                f"{c['pwmcc']['random']['mean']:.3f}",
+                f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
+                f"{c['hungarian_mcc']['trained']['mean']:.3f}",
+                f"{q['explained_variance']:.3f}",
+                f"{q['l0']:.1f}",
+                f"{q['dead_fraction']:.3f}",
+                "—" if last is None else f"{last:.4f}",
+            )
     return t
 
 
@@ -284,22 +286,11 @@ def train_sae_cmd(
     typer.echo(f"{out}: {len(seed_list)} {architecture} SAEs ({x.shape[1]}→{sae.d_sae})")
 
 
-@app.command()
-@user_errors
-def compare(
-    sae_dirs: Annotated[list[Path], typer.Argument(help="SAE directories (SAELens layout)")],
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="write the result as JSON")
-    ] = None,
-) -> None:
-    """Consistency of any set of saved SAEs, with a matched random baseline."""
-    from husai.experiments.compare import compare as compare_saes
-    from husai.io import write_json
-
-    res = compare_saes(sae_dirs)
+def _compare_table(res: dict[str, Any], n: int) -> Table:
+    rows = res["rows_compared"]
     t = Table(
-        title=f"{len(sae_dirs)} SAEs, d_in {res['d_in']}: decoder-row consistency "
-        "(higher = more consistent)"
+        title=f"{n} SAEs, d_in {res['d_in']}: {rows}-row consistency "
+        "(every score: higher = more consistent)"
     )
     for col in ("metric", "trained mean [95% CI]", "random", "Δ [95% CI]", "variant"):
         t.add_column(col)
@@ -313,10 +304,173 @@ def compare(
                 f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
                 v["variant"],
             )
-    _stdout().print(t)
+    return t
+
+
+def _matrix_table(res: dict[str, Any], key: str, labels: list[str]) -> Table:
+    t = Table(title=f"{key} per pair (trained; random mean {res[key]['random']['mean']:.3f})")
+    t.add_column("")
+    for lab in labels:
+        t.add_column(lab)
+    for lab, row in zip(labels, res[key]["matrix"], strict=True):
+        t.add_row(lab, *(f"{v:.3f}" for v in row))
+    return t
+
+
+@app.command()
+@user_errors
+def compare(
+    sae_dirs: Annotated[list[Path], typer.Argument(help="SAE directories (SAELens layout)")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result as JSON")
+    ] = None,
+    figures: Annotated[
+        Path | None,
+        typer.Option(help="directory for the heatmap/histogram PNGs (default: next to --json)"),
+    ] = None,
+    encoder: Annotated[
+        bool, typer.Option("--encoder", help="compare encoder rows instead of decoder rows")
+    ] = False,
+    activations: Annotated[
+        Path | None,
+        typer.Option(help="husai activation file: firing frequencies and activation MCC"),
+    ] = None,
+    exclude_dead: Annotated[
+        bool,
+        typer.Option("--exclude-dead", help="drop latents that never fire (needs --activations)"),
+    ] = False,
+    latents_csv: Annotated[
+        Path | None,
+        typer.Option("--latents-csv", help="per-latent table: best-match |cos| per other SAE"),
+    ] = None,
+    shared_threshold: Annotated[
+        float, typer.Option(help="|cos| threshold of the shared-latent rate")
+    ] = 0.7,
+    subspace_rank: Annotated[
+        int | None, typer.Option(help="principal directions compared (default min(d,n)//2)")
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="husai | saelens | sparsify | dictionary_learning (default: detect)"
+        ),
+    ] = None,
+) -> None:
+    """Consistency of any set of saved SAEs (same d_in), with matched random baselines."""
+    from husai.experiments.compare import compare as compare_saes
+    from husai.experiments.compare import write_latents_csv
+    from husai.io import write_json
+    from husai.metrics._validate import check_threshold
+    from husai.report import figures as figs
+
+    check_threshold(shared_threshold)
+    if subspace_rank is not None and subspace_rank < 1:
+        raise HusaiError(f"--subspace-rank must be a positive integer, got {subspace_rank}")
+    cmp = compare_saes(
+        sae_dirs,
+        encoder=encoder,
+        activations=activations,
+        exclude_dead=exclude_dead,
+        shared_threshold=shared_threshold,
+        subspace_rank=subspace_rank,
+        fmt=fmt,
+    )
+    res = cmp.summary
+    labels = [f"{k}:{p.name}" for k, p in enumerate(sae_dirs)]
+    out = _stdout()
+    out.print(_compare_table(res, len(sae_dirs)))
+    for key in ("pwmcc", "hungarian_mcc", "shared_latent_rate"):
+        out.print(_matrix_table(res, key, labels))
+    dead = res["dead_latents"]
+    if dead["excluded"]:
+        out.print(
+            "dead latents excluded before matching: "
+            + ", ".join(
+                f"{lab} {k}" for lab, k in zip(labels, dead["dropped_per_sae"], strict=True)
+            )
+        )
+    if "firing" in res:
+        out.print(
+            f"firing on {res['firing']['n_tokens']} tokens: "
+            + ", ".join(
+                f"{lab} mean freq {f['mean_firing_frequency']:.4f}, {f['n_dead']} dead"
+                for lab, f in zip(labels, res["firing"]["per_sae"], strict=True)
+            )
+        )
+    anchor = json_out or latents_csv
+    fig_dir = figures or (anchor.parent if anchor else None)
+    if fig_dir is not None:
+        note = (
+            "dead latents excluded: " + ", ".join(str(k) for k in dead["dropped_per_sae"])
+            if dead["excluded"]
+            else ""
+        )
+        res["figures"] = [
+            str(figs.compare_heatmaps(res, labels, fig_dir / "compare_heatmap.png")),
+            str(
+                figs.latent_best_histogram(
+                    cmp.latent_mean_best, fig_dir / "latent_best_hist.png", note
+                )
+            ),
+        ]
+        typer.echo(f"wrote {', '.join(res['figures'])}")
+    if latents_csv:
+        write_latents_csv(cmp.per_latent, latents_csv)
+        typer.echo(f"wrote {latents_csv}")
     if json_out:
         write_json(json_out, res)
         typer.echo(f"wrote {json_out}")
+
+
+@app.command()
+@user_errors
+def synthetic(
+    out: Annotated[Path, typer.Option(help="activation file to write (.safetensors)")],
+    n_features: Annotated[int, typer.Option(help="true features")] = 64,
+    d: Annotated[int, typer.Option(help="activation width")] = 32,
+    n_samples: Annotated[int, typer.Option(help="rows")] = 20_000,
+    k_active: Annotated[float, typer.Option(help="mean active features per row")] = 3.0,
+    regime: Annotated[str, typer.Option(help="sparse | dense (Gaussian codes)")] = "sparse",
+    coherence: Annotated[float | None, typer.Option(help="max |cos| between features")] = None,
+    noise_std: Annotated[float, typer.Option(help="Gaussian noise per coordinate")] = 0.01,
+    seed: Annotated[int, typer.Option()] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="any other SyntheticConfig field, KEY=VALUE (repeatable)"),
+    ] = None,
+) -> None:
+    """Write synthetic activations with known ground-truth features (tensor `features`)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from husai.config import _format_error
+    from husai.synthetic import SyntheticConfig, load_ground_truth, max_coherence, write_synthetic
+
+    fields: dict[str, Any] = {
+        "n_features": n_features,
+        "d": d,
+        "n_samples": n_samples,
+        "k_active": k_active,
+        "regime": regime,
+        "coherence": coherence,
+        "noise_std": noise_std,
+        "seed": seed,
+    }
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HusaiError(f"--set expects KEY=VALUE, got {item!r}")
+        fields[key.strip()] = yaml.safe_load(value)
+    try:
+        cfg = SyntheticConfig.model_validate(fields)
+    except ValidationError as e:
+        raise HusaiError(_format_error(e).replace("config: ", "synthetic: ", 1)) from None
+    write_synthetic(cfg, out)
+    truth = load_ground_truth(out)
+    typer.echo(
+        f"{out}: {cfg.n_samples} × {cfg.d} activations ({cfg.regime}), {cfg.n_features} true "
+        f"features (max |cos| {max_coherence(truth):.3f})"
+    )
 
 
 @app.command()

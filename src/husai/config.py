@@ -160,14 +160,46 @@ class MetricsConfig(Strict):
     ci_level: float = Field(0.95, gt=0, lt=1, description="bootstrap confidence level")
     n_bootstrap: int = Field(10_000, ge=100, description="bootstrap resamples")
     baseline_seed: int = Field(0, description="seed of the matched random dictionaries")
-    block_size: int = Field(4096, gt=0, description="rows per block in similarity search")
+    block_size: int = Field(
+        1024, gt=0, description="rows per block in similarity search (memory ∝ block × n)"
+    )
+
+
+class DataConfig(Strict):
+    """One activation set the SAEs are trained on."""
+
+    name: str = Field("toy", description="label in reports and directory names")
+    source: Literal["toy", "synthetic", "file"] = Field(
+        "toy",
+        description="toy = the toy model's `activations` hook; synthetic = generated with "
+        "known ground truth (`synthetic` fields); file = an activation file (`path`)",
+    )
+    synthetic: dict[str, Any] | None = Field(
+        None, description="husai.synthetic.SyntheticConfig fields (source = synthetic)"
+    )
+    path: str | None = Field(None, description="activation file (source = file)")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name {self.name!r} must be non-empty and contain no '/'")
+        if self.source == "synthetic":
+            from husai.synthetic import SyntheticConfig
+
+            SyntheticConfig.model_validate(self.synthetic or {})
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs `path`")
+        return self
 
 
 class RunConfig(Strict):
-    """`husai run`: toy model → activations → SAEs × seeds → metrics → report."""
+    """`husai run`: (toy model →) activations → SAEs × seeds → metrics → report."""
 
     toy: ToyConfig = ToyConfig()
     activations: ActivationConfig = ActivationConfig()
+    data: tuple[DataConfig, ...] = Field(
+        (DataConfig(),), description="activation sets; every SAE config is trained on each"
+    )
     saes: tuple[SAEConfig, ...] = Field(
         (SAEConfig(architecture="topk"), SAEConfig(architecture="relu")),
         description="SAE configurations; each is trained once per seed",
@@ -184,12 +216,21 @@ class RunConfig(Strict):
             raise ValueError("need at least 2 seeds to measure consistency")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
+        names = [d.name for d in self.data]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"data: need at least one data set, with distinct names (got {names})")
         labels = [s.label for s in self.saes]
         if len(set(labels)) != len(labels):
             raise ValueError(f"SAE labels must be distinct (got {labels}); set `name`")
         if not self.saes:
             raise ValueError("saes: need at least one SAE configuration")
+        if any("/" in label for label in labels):
+            raise ValueError(f"SAE labels must not contain '/' (got {labels})")
         return self
+
+    @property
+    def uses_toy(self) -> bool:
+        return any(d.source == "toy" for d in self.data)
 
 
 def _format_error(e: ValidationError) -> str:

@@ -39,3 +39,40 @@ def hungarian(a: np.ndarray, b: np.ndarray) -> float:
     return max(
         sum(abs_cos(a[i], b[p[i]]) for i in range(k)) / k for p in permutations(range(len(b)), k)
     )
+
+
+def best_permutation(sim: list[list[float]]) -> tuple[int, ...]:
+    """Rows→cols assignment maximising the total (square or n_rows <= n_cols), by enumeration."""
+    n_r, n_c = len(sim), len(sim[0])
+    return max(permutations(range(n_c), n_r), key=lambda p: sum(sim[i][p[i]] for i in range(n_r)))
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    vx = sum((v - mx) ** 2 for v in x)
+    vy = sum((v - my) ** 2 for v in y)
+    if vx == 0 or vy == 0:
+        return 0.0
+    return sum((u - mx) * (v - my) for u, v in zip(x, y, strict=True)) / math.sqrt(vx * vy)
+
+
+def shared_latents(ea, da, eb, db, t: float) -> int:
+    """Paulo & Belrose shared latents of square SAEs, by enumerating matchings."""
+    n = len(ea)
+    se = [[abs_cos(ea[i], eb[j]) for j in range(n)] for i in range(n)]
+    sd = [[abs_cos(da[i], db[j]) for j in range(n)] for i in range(n)]
+    pe, pd = best_permutation(se), best_permutation(sd)
+    return sum(pe[i] == pd[i] and se[i][pe[i]] > t and sd[i][pd[i]] > t for i in range(n))
+
+
+def subspace(a: np.ndarray, b: np.ndarray, r: int) -> float:
+    """Mean cos² of principal angles between top-r right singular subspaces (numpy + scipy)."""
+    from scipy.linalg import subspace_angles
+
+    def top(x):
+        x = np.asarray(x, dtype=np.float64)
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return np.linalg.svd(x, full_matrices=False)[2][:r].T
+
+    return float(np.mean(np.cos(subspace_angles(top(a), top(b))) ** 2))

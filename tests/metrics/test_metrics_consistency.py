@@ -148,8 +148,8 @@ def test_pairwise_computes_one_best_match_per_pair(monkeypatch):
     import husai.metrics.consistency as c
 
     calls = []
-    orig = c._best_match_unit
-    monkeypatch.setattr(c, "_best_match_unit", lambda *a: calls.append(1) or orig(*a))
+    orig = c.best_match_scaled
+    monkeypatch.setattr(c, "best_match_scaled", lambda *a: calls.append(1) or orig(*a))
     pairwise(random_dictionaries(4, 16, 8, seed=0), thresholds=(0.1, 0.2, 0.3), hungarian=False)
     assert len(calls) == 6
 

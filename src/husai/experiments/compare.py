@@ -1,50 +1,355 @@
-"""Consistency of any set of saved SAEs (same d_in), against matched random dictionaries."""
+"""Consistency of any set of saved SAEs (same d_in), against matched random baselines.
+
+``compare`` returns a ``Comparison``: ``summary`` (JSON-able; every metric block names its
+``variant`` and says "higher = more consistent"), the per-latent table and the per-latent
+mean best-match |cos| of trained and random dictionaries (for the histogram).
+
+Definitions (see ``husai.metrics`` for the functions):
+- rows compared: decoder rows (default) or encoder rows (``encoder=True``);
+- PWMCC is HUSAI's max-|cos| variant; Song et al.'s "PWMCC" is the one-to-one assignment
+  version, reported here as ``hungarian_mcc`` (exact up to 8192 latents, sparse top-m beyond);
+- activation MCC: latents are matched one-to-one on the compared rows' |cos| (the Hungarian
+  MCC matching, not on activation correlation), then the Pearson correlation over tokens of
+  each matched pair's activations is averaged. Baseline: the same over a random pairing;
+- shared-latent rate (Paulo & Belrose): same partner under the encoder and the decoder
+  matchings, both |cos| > threshold;
+- subspace similarity: mean cos² of principal angles between the top-r principal directions.
+"""
 
 from __future__ import annotations
 
+import csv
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from torch import Tensor
+
 from husai.config import MetricsConfig
 from husai.errors import HusaiError
-from husai.experiments.evaluate import metric_keys, summarise
-from husai.metrics import pairwise, random_dictionaries
-from husai.sae import load
+from husai.experiments.evaluate import VARIANTS
+from husai.metrics import (
+    EXACT_MAX,
+    MatchedCorrelation,
+    bootstrap_ci,
+    compare_to_baseline,
+    pairwise,
+    random_dictionaries,
+    shared_latent_rate,
+    subspace_similarity,
+)
+from husai.metrics.subspace import default_rank
+from husai.sae import SAE, load
 
-HUNGARIAN_MAX = 8192  # scipy's exact assignment is O(n³); beyond this it takes minutes
+HUNGARIAN_MAX = EXACT_MAX  # kept for callers; above it the sparse assignment is used
+SHARED_THRESHOLD = 0.7
+HIGHER = "higher = more consistent"
 
 
-def compare(paths: list[Path], m: MetricsConfig | None = None) -> dict[str, Any]:
-    """Pairwise PWMCC / Hungarian MCC / shared fractions of the SAEs' decoder rows."""
-    m = m or MetricsConfig()
-    if len(paths) < 2:
-        raise HusaiError("compare needs at least two SAE directories")
-    saes = [load(Path(p)) for p in paths]
+@dataclass
+class Comparison:
+    """Result of `compare`: JSON summary, per-latent table rows, histogram data."""
+
+    summary: dict[str, Any]
+    per_latent: list[dict[str, Any]] = field(default_factory=list)
+    latent_mean_best: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _summary(values: dict[str, list[float]], matrix: np.ndarray, variant: str, m: MetricsConfig):
+    """Mean + CI per group, trained − each baseline, and the trained matrix."""
+    block: dict[str, Any] = {"variant": variant}
+    for g, vals in values.items():
+        ci = bootstrap_ci(vals, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
+        block[g] = {**ci, "pairs": [float(v) for v in vals]}
+    for g in values:
+        if g != "trained":
+            block[f"trained_minus_{g}"] = compare_to_baseline(
+                values["trained"],
+                values[g],
+                level=m.ci_level,
+                n_resamples=m.n_bootstrap,
+                seed=m.baseline_seed,
+            )
+    block["matrix"] = np.asarray(matrix).tolist()
+    return block
+
+
+def _matrix(n: int, pairs: list[tuple[int, int]], values: list[float]) -> np.ndarray:
+    out = np.eye(n)
+    for (i, j), v in zip(pairs, values, strict=True):
+        out[i, j] = out[j, i] = v
+    return out
+
+
+@torch.no_grad()
+def _firing_counts(saes: list[SAE], x_ND: Tensor, chunk: int) -> list[np.ndarray]:
+    counts = [torch.zeros(s.d_sae, dtype=torch.int64) for s in saes]
+    for start in range(0, len(x_ND), chunk):
+        xb = x_ND[start : start + chunk]
+        for c, sae in zip(counts, saes, strict=True):
+            c += (sae.encode(xb)[0] != 0).sum(0)
+    return [c.numpy() for c in counts]
+
+
+@torch.no_grad()
+def _activation_mcc(
+    saes: list[SAE],
+    keep: list[np.ndarray],
+    x_ND: Tensor,
+    pair_idx: dict[tuple[int, int], dict[str, tuple[np.ndarray, np.ndarray]]],
+    chunk: int,
+) -> dict[tuple[int, int], dict[str, float]]:
+    """Mean Pearson correlation of each pair's matched (and randomly paired) latents."""
+    accs = {
+        p: {g: MatchedCorrelation(r, c) for g, (r, c) in groups.items()}
+        for p, groups in pair_idx.items()
+    }
+    keep_t = [torch.as_tensor(k) for k in keep]
+    for start in range(0, len(x_ND), chunk):
+        xb = x_ND[start : start + chunk]
+        codes = [sae.encode(xb)[0][:, k] for sae, k in zip(saes, keep_t, strict=True)]
+        for (i, j), groups in accs.items():
+            for acc in groups.values():
+                acc.update(codes[i], codes[j])
+    return {p: {g: float(a.result().mean()) for g, a in gs.items()} for p, gs in accs.items()}
+
+
+def _load_all(paths: list[Path], fmt: str | None = None) -> list[SAE]:
+    saes = [load(Path(p)) if fmt is None else load(Path(p), format=fmt) for p in paths]
     d_ins = {s.d_in for s in saes}
     if len(d_ins) > 1:
         detail = ", ".join(f"{p}: d_in {s.d_in}" for p, s in zip(paths, saes, strict=True))
         raise HusaiError(f"SAEs have different d_in ({detail}); cannot compare their dictionaries")
-    dicts = [s.W_dec[0].detach() for s in saes]
-    sizes = {d.shape[0] for d in dicts}
-    exact = max(sizes) <= HUNGARIAN_MAX
-    trained = pairwise(dicts, m.thresholds, m.block_size, hungarian=exact)
-    # matched baseline: one random dictionary per SAE, of the same shape
-    rand = [
-        random_dictionaries(1, d.shape[0], d.shape[1], m.baseline_seed + i)[0]
-        for i, d in enumerate(dicts)
-    ]
-    random = pairwise(rand, m.thresholds, m.block_size, hungarian=exact)
+    return saes
+
+
+def _load_x(activations: Path | Tensor, d_in: int) -> Tensor:
+    if isinstance(activations, Tensor):
+        x = activations.float()
+    else:
+        from husai.activations import load_activations
+
+        x, _ = load_activations(Path(activations))
+    if x.ndim != 2 or x.shape[1] != d_in:
+        raise HusaiError(f"activations have shape {tuple(x.shape)} but the SAEs have d_in {d_in}")
+    return x
+
+
+def compare(
+    paths: list[Path],
+    m: MetricsConfig | None = None,
+    *,
+    encoder: bool = False,
+    activations: Path | Tensor | None = None,
+    exclude_dead: bool = False,
+    shared_threshold: float = SHARED_THRESHOLD,
+    subspace_rank: int | None = None,
+    chunk: int = 4096,
+    fmt: str | None = None,
+) -> Comparison:
+    """Pairwise consistency of saved SAEs' decoder (or encoder) rows vs random baselines.
+
+    With ``activations`` ([n, d_in] tensor or a husai activation file): firing frequencies and
+    activation MCC; ``exclude_dead`` (needs activations) drops latents that never fire before
+    any matching. ``fmt``: on-disk layout passed to ``husai.sae.load`` (None = detect).
+    Raises ``HusaiError`` for user mistakes (one line).
+    """
+    m = m or MetricsConfig()
+    if len(paths) < 2:
+        raise HusaiError("compare needs at least two SAE directories")
+    if exclude_dead and activations is None:
+        raise HusaiError("--exclude-dead needs --activations (dead = never fires on them)")
+    saes = _load_all(paths, fmt)
+    d_in = saes[0].d_in
+    rows_name = "encoder" if encoder else "decoder"
+    x_ND = _load_x(activations, d_in) if activations is not None else None
+
+    counts = _firing_counts(saes, x_ND, chunk) if x_ND is not None else None
+    keep = [np.arange(s.d_sae) for s in saes]
+    if exclude_dead:
+        keep = [np.flatnonzero(c > 0) for c in counts]
+        empty = [str(p) for p, k in zip(paths, keep, strict=True) if len(k) == 0]
+        if empty:
+            raise HusaiError(f"every latent is dead on these activations in: {', '.join(empty)}")
+    enc = [s.W_enc[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
+    dec = [s.W_dec[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
+    dicts = enc if encoder else dec
+    sizes = [len(k) for k in keep]
+
+    trained = pairwise(dicts, m.thresholds, m.block_size, hungarian="auto")
+    rand = [random_dictionaries(1, n, d_in, m.baseline_seed + i)[0] for i, n in enumerate(sizes)]
+    random = pairwise(rand, m.thresholds, m.block_size, hungarian="auto")
+    pairs = trained["pairs"]
+    n = len(saes)
+    dropped = [s.d_sae - k for s, k in zip(saes, sizes, strict=True)]
     out: dict[str, Any] = {
         "saes": [str(p) for p in paths],
-        "d_in": d_ins.pop(),
-        "d_sae": sorted(sizes),
-        "pairs": [list(p) for p in trained["pairs"]],
-        "baseline": "matched random unit-Gaussian dictionaries (same shapes)",
+        "d_in": d_in,
+        "d_sae": [s.d_sae for s in saes],
+        "rows_compared": rows_name,
+        "pairs": [list(p) for p in pairs],
+        "baseline": "matched random unit-Gaussian dictionaries (same shapes); "
+        "activation MCC: a random one-to-one pairing of the same latents",
+        "direction": f"every score: {HIGHER}",
+        "dead_latents": {
+            "excluded": exclude_dead,
+            "dropped_per_sae": dropped if exclude_dead else [0] * n,
+            "latents_used_per_sae": sizes,
+        },
     }
     groups = {"trained": trained, "random": random}
-    for key in metric_keys(m):
-        if key == "hungarian_mcc" and not exact:
-            out[key] = f"skipped: exact assignment only up to {HUNGARIAN_MAX} latents"
-            continue
-        out[key] = summarise(groups, key, m)
-    return out
+    methods = sorted(set(trained["hungarian_mcc"]["methods"]))
+    variants = {
+        "pwmcc": f"{VARIANTS['pwmcc']}; {rows_name} rows. Song et al.'s 'PWMCC' is the "
+        "one-to-one version: see hungarian_mcc",
+        "hungarian_mcc": f"mean |cos| over the one-to-one matching maximising total |cos| "
+        f"of {rows_name} rows ({'; '.join(methods)}); {HIGHER}",
+        "shared_fraction": f"{VARIANTS['shared_fraction']}; {rows_name} rows",
+    }
+    for key in ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in m.thresholds]:
+        if key.startswith("shared_fraction@"):
+            t = float(key.split("@")[1])
+            vals = {g: pw["shared_fraction"][t]["values"] for g, pw in groups.items()}
+            mat = trained["shared_fraction"][t]["matrix"]
+            variant = f"{variants['shared_fraction']} (threshold {t:g})"
+        else:
+            vals = {g: pw[key]["values"] for g, pw in groups.items()}
+            mat, variant = trained[key]["matrix"], variants[key]
+        out[key] = _summary(vals, mat, variant, m)
+
+    # Paulo & Belrose shared latents (encoder and decoder matchings agree, both > threshold)
+    r_enc = [
+        random_dictionaries(1, k, d_in, m.baseline_seed + 1000 + i)[0] for i, k in enumerate(sizes)
+    ]
+    slr = {"trained": [], "random": []}
+    for i, j in pairs:
+        slr["trained"].append(
+            shared_latent_rate(
+                enc[i], dec[i], enc[j], dec[j], shared_threshold, block_size=m.block_size
+            )["rate"]
+        )
+        slr["random"].append(
+            shared_latent_rate(
+                r_enc[i], rand[i], r_enc[j], rand[j], shared_threshold, block_size=m.block_size
+            )["rate"]
+        )
+    out["shared_latent_rate"] = _summary(
+        slr,
+        _matrix(n, pairs, slr["trained"]),
+        "Paulo & Belrose shared latents: fraction of latents (mean over both SAEs) that the "
+        "one-to-one encoder-row matching and decoder-row matching pair with the same partner, "
+        f"with both |cos| > {shared_threshold:g}; {HIGHER}",
+        m,
+    )
+
+    # subspace stability
+    r = subspace_rank or default_rank(d_in, min(sizes), min(sizes))
+    sub = {"trained": [], "random": []}
+    for i, j in pairs:
+        sub["trained"].append(subspace_similarity(dicts[i], dicts[j], r))
+        sub["random"].append(subspace_similarity(rand[i], rand[j], r))
+    out["subspace_similarity"] = _summary(
+        sub,
+        _matrix(n, pairs, sub["trained"]),
+        f"mean cos² of the principal angles between the top-{r} principal directions (right "
+        f"singular vectors of the unit {rows_name} rows) of the two SAEs; random r-subspaces "
+        f"score ~ r/d = {r / d_in:.3f}; {HIGHER}",
+        m,
+    )
+
+    freq = None
+    if x_ND is not None:
+        n_tok = len(x_ND)
+        freq = [c / n_tok for c in counts]
+        out["firing"] = {
+            "n_tokens": n_tok,
+            "per_sae": [
+                {
+                    "sae": str(p),
+                    "mean_firing_frequency": float(f.mean()),
+                    "n_dead": int((c == 0).sum()),
+                    "dead_fraction": float((c == 0).mean()),
+                }
+                for p, f, c in zip(paths, freq, counts, strict=True)
+            ],
+            "variant": "firing frequency = fraction of tokens on which a latent is nonzero; "
+            "dead = never fires on these activations",
+        }
+        gen = np.random.default_rng(m.baseline_seed)
+        pair_idx = {}
+        for i, j in pairs:
+            mt = trained["matchings"][(i, j)]
+            k = min(sizes[i], sizes[j])
+            rnd = (gen.permutation(sizes[i])[:k], gen.permutation(sizes[j])[:k])
+            pair_idx[(i, j)] = {"trained": (mt.rows, mt.cols), "random": rnd}
+        corr = _activation_mcc(saes, keep, x_ND, pair_idx, chunk)
+        act = {g: [corr[p][g] for p in pairs] for g in ("trained", "random")}
+        out["activation_mcc"] = _summary(
+            act,
+            _matrix(n, pairs, act["trained"]),
+            "mean Pearson correlation over tokens of the activations of latent pairs matched "
+            f"one-to-one on {rows_name}-row |cos| (the hungarian_mcc matching); a constant "
+            f"latent scores 0; baseline: random pairing; {HIGHER}",
+            m,
+        )
+
+    per_latent, mean_best = _per_latent(paths, trained, random, keep, sizes, saes, counts, freq)
+    return Comparison(out, per_latent, mean_best)
+
+
+def _best_columns(pw: dict[str, Any], sizes: list[int]) -> list[np.ndarray]:
+    n = len(sizes)
+    cols = [np.full((k, n), np.nan) for k in sizes]
+    for (i, j), (ba, bb) in pw["best"].items():
+        cols[i][:, j], cols[j][:, i] = ba.double().numpy(), bb.double().numpy()
+    return cols
+
+
+def _per_latent(
+    paths: list[Path],
+    trained: dict[str, Any],
+    random: dict[str, Any],
+    keep: list[np.ndarray],
+    sizes: list[int],
+    saes: list[SAE],
+    counts: list[np.ndarray] | None,
+    freq: list[np.ndarray] | None,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    n = len(paths)
+    best_t, best_r = _best_columns(trained, sizes), _best_columns(random, sizes)
+    rows: list[dict[str, Any]] = []
+    for i, sae in enumerate(saes):
+        pos = {int(f): r for r, f in enumerate(keep[i])}
+        for f in range(sae.d_sae):
+            row: dict[str, Any] = {"sae": i, "sae_path": str(paths[i]), "latent": f}
+            r = pos.get(f)
+            vals = best_t[i][r] if r is not None else None
+            for j in range(n):
+                row[f"best_abs_cos_sae{j}"] = (
+                    "" if vals is None or j == i else round(float(vals[j]), 6)
+                )
+            others = [] if vals is None else [float(v) for v in np.delete(vals, i)]
+            row["min_best_abs_cos"] = round(min(others), 6) if others else ""
+            row["mean_best_abs_cos"] = round(sum(others) / len(others), 6) if others else ""
+            row["firing_frequency"] = "" if freq is None else float(freq[i][f])
+            row["dead"] = "" if counts is None else int(counts[i][f] == 0)
+            row["excluded"] = int(r is None)
+            rows.append(row)
+    mean_best = {
+        "trained": np.concatenate([np.nanmean(b, axis=1) for b in best_t]),
+        "random": np.concatenate([np.nanmean(b, axis=1) for b in best_r]),
+    }
+    return rows, mean_best
+
+
+def write_latents_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Write the per-latent table (one row per latent of every SAE)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path

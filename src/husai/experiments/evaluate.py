@@ -86,6 +86,13 @@ def consistency(trained: SAE, cfg: SAEConfig, m: MetricsConfig) -> dict[str, Any
     return out
 
 
+def recovery_block(sae: SAE, truth_FD: Tensor) -> list[dict[str, Any]]:
+    """Per seed: how well the decoder rows recover known ground-truth directions."""
+    from husai.metrics.recovery import recovery
+
+    return [recovery(truth_FD, w) for w in decoders(sae)]
+
+
 @torch.no_grad()
 def quality(sae: SAE, x_ND: Tensor, chunk: int = 4096) -> list[dict[str, float]]:
     """Per seed: MSE, explained variance, mean L0, dead fraction over all rows of x."""

@@ -1,9 +1,13 @@
 """Metrics: pure functions of tensors/arrays (no trainers, no models).
 
 Consistency (higher = more consistent): ``best_match``, ``pwmcc``, ``shared_fraction``,
-``hungarian_mcc``, ``pairwise``; null baseline: ``random_dictionaries``; statistics:
+``hungarian_mcc``, ``pairwise``; one-to-one matching at any size: ``assignment`` (exact or
+sparse top-m), ``Matching``; per latent / activations: ``per_latent_best``,
+``MatchedCorrelation``, ``matched_correlation``, ``shared_latent_rate`` (Paulo & Belrose);
+subspace stability: ``subspace_similarity``; null baseline: ``random_dictionaries``; statistics:
 ``bootstrap_ci``, ``compare_to_baseline``; SAE quality: ``mse``, ``explained_variance``,
-``mean_l0``, ``firing_counts``, ``dead_fraction``, ``loss_recovered``.
+``mean_l0``, ``firing_counts``, ``dead_fraction``, ``loss_recovered``; ground truth:
+``recovery``; data: ``effective_rank``.
 """
 
 from husai.metrics.baselines import random_dictionaries
@@ -15,6 +19,13 @@ from husai.metrics.consistency import (
     pwmcc,
     shared_fraction,
 )
+from husai.metrics.latents import (
+    MatchedCorrelation,
+    matched_correlation,
+    per_latent_best,
+    shared_latent_rate,
+)
+from husai.metrics.matching import DEFAULT_TOP_M, EXACT_MAX, Matching, assignment
 from husai.metrics.quality import (
     dead_fraction,
     explained_variance,
@@ -23,22 +34,36 @@ from husai.metrics.quality import (
     mean_l0,
     mse,
 )
+from husai.metrics.recovery import recovery
+from husai.metrics.spectrum import effective_rank
 from husai.metrics.stats import bootstrap_ci, compare_to_baseline
+from husai.metrics.subspace import subspace_similarity
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_TOP_M",
+    "EXACT_MAX",
+    "MatchedCorrelation",
+    "Matching",
+    "assignment",
     "best_match",
     "bootstrap_ci",
     "compare_to_baseline",
     "dead_fraction",
+    "effective_rank",
     "explained_variance",
     "firing_counts",
     "hungarian_mcc",
     "loss_recovered",
+    "matched_correlation",
     "mean_l0",
     "mse",
     "pairwise",
+    "per_latent_best",
     "pwmcc",
     "random_dictionaries",
+    "recovery",
     "shared_fraction",
+    "shared_latent_rate",
+    "subspace_similarity",
 ]

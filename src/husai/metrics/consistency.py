@@ -14,33 +14,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from husai.errors import HusaiError
-from husai.metrics._validate import ArrayLike, check_block_size, check_threshold, unit_rows
-
-DEFAULT_BLOCK_SIZE = 4096
-
-
-def _check_same_d(a: torch.Tensor, b: torch.Tensor, names: str = "a and b") -> None:
-    if a.shape[1] != b.shape[1]:
-        raise HusaiError(
-            f"{names} have different widths d: shapes {tuple(a.shape)} and {tuple(b.shape)}"
-        )
-
-
-def _best_match_unit(
-    a: torch.Tensor, b: torch.Tensor, block_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """best_match on already unit-normalised rows; one matmul per block of `block_size` rows."""
-    best_a = torch.empty(a.shape[0], dtype=torch.float32, device=a.device)
-    best_b = torch.zeros(b.shape[0], dtype=torch.float32, device=b.device)
-    bt = b.T  # a transposed view: BLAS reads it without a copy
-    for start in range(0, a.shape[0], block_size):
-        sim = (a[start : start + block_size] @ bt).abs_()
-        best_a[start : start + block_size] = sim.amax(dim=1)
-        torch.maximum(best_b, sim.amax(dim=0), out=best_b)
-    return best_a.clamp_(max=1.0), best_b.clamp_(max=1.0)
+from husai.metrics._blocks import (
+    DEFAULT_BLOCK_SIZE,
+    best_match_scaled,
+    check_same_d,
+    scaled_rows,
+    top_candidates_scaled,
+)
+from husai.metrics._validate import ArrayLike, check_block_size, check_threshold
+from husai.metrics.matching import (
+    DEFAULT_TOP_M,
+    Matching,
+    assignment,
+    assignment_from_candidates,
+    exact_from_sim,
+    fallback_scores,
+    resolve_method,
+)
 
 
 def best_match(
@@ -49,13 +41,14 @@ def best_match(
     """Each latent's best |cosine| in the other dictionary (max-|cos|; higher = better matched).
 
     Returns float32 tensors ``best_a`` [n_a] (``max_j |cos(a_i, b_j)|``) and ``best_b`` [n_b]
-    (``max_i |cos(a_i, b_j)|``). Streams over blocks of ``block_size`` rows of ``a``, so peak
-    extra memory is ``block_size * n_b`` floats; the full n_a x n_b matrix never exists.
+    (``max_i |cos(a_i, b_j)|``). Streams over blocks of ``block_size`` rows of ``a`` (one
+    float32 matmul each, all torch threads), so peak extra memory is ``block_size * n_b``
+    floats; the full n_a x n_b matrix never exists and float32 inputs are not copied.
     """
     block_size = check_block_size(block_size)
-    ua, ub = unit_rows(a, "a"), unit_rows(b, "b")
-    _check_same_d(ua, ub)
-    return _best_match_unit(ua, ub.to(ua.device), block_size)
+    (a32, ia), (b32, ib) = scaled_rows(a, "a"), scaled_rows(b, "b")
+    check_same_d(a32, b32)
+    return best_match_scaled(a32, ia, b32.to(a32.device), ib.to(a32.device), block_size)
 
 
 def _pwmcc_from(best_a: torch.Tensor, best_b: torch.Tensor) -> float:
@@ -92,34 +85,57 @@ def _abs_cos_unit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.T).abs_().clamp_(max=1.0)
 
 
-def _hungarian_from_sim(sim: torch.Tensor) -> float:
-    cost = sim.cpu().numpy()
-    rows, cols = linear_sum_assignment(cost, maximize=True)
-    return float(cost[rows, cols].astype(np.float64).mean())
+def hungarian_mcc(
+    a: ArrayLike,
+    b: ArrayLike,
+    method: str = "auto",
+    top_m: int = DEFAULT_TOP_M,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> float:
+    """Hungarian MCC: mean |cos| over a one-to-one matching; higher = more consistent.
 
-
-def hungarian_mcc(a: ArrayLike, b: ArrayLike) -> float:
-    """Hungarian MCC: mean |cos| over the optimal one-to-one matching; higher = more consistent.
-
-    The matching maximises total |cos| (``scipy.optimize.linear_sum_assignment``). For
-    rectangular inputs the mean is over the ``min(n_a, n_b)`` matched pairs. Builds the full
-    n_a x n_b matrix and runs an O(n^3) assignment: meant for up to a few thousand latents.
+    The matching maximises total |cos| (see ``matching.assignment``): ``method="exact"`` is
+    scipy's ``linear_sum_assignment`` on the full matrix (O(n^3), fine up to ~8k latents),
+    ``"sparse"`` restricts each latent to its ``top_m`` candidates (streamed) and is exact only
+    when the optimum uses candidate pairs, ``"auto"`` picks exact iff both sizes are
+    <= ``EXACT_MAX`` (8192). For rectangular inputs the mean is over ``min(n_a, n_b)`` pairs.
     For square inputs ``hungarian_mcc <= pwmcc``.
     """
-    ua, ub = unit_rows(a, "a"), unit_rows(b, "b")
-    _check_same_d(ua, ub)
-    return _hungarian_from_sim(_abs_cos_unit(ua, ub.to(ua.device)))
+    return assignment(a, b, method=method, top_m=top_m, block_size=block_size).mean
 
 
 def _upper(matrix: np.ndarray, pairs: list[tuple[int, int]]) -> list[float]:
     return [float(matrix[i, j]) for i, j in pairs]
 
 
+def _pair_scores(
+    a32: torch.Tensor,
+    ia: torch.Tensor,
+    b32: torch.Tensor,
+    ib: torch.Tensor,
+    method: str | None,
+    top_m: int,
+    block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, Matching | None]:
+    """best_a, best_b and (unless method is None) the one-to-one matching, in one pass."""
+    if method is None:
+        return (*best_match_scaled(a32, ia, b32, ib, block_size), None)
+    if resolve_method(method, a32.shape[0], b32.shape[0]) == "exact":
+        sim = _abs_cos_unit(a32 * ia[:, None], b32 * ib[:, None])
+        return sim.amax(dim=1), sim.amax(dim=0), exact_from_sim(sim)
+    ri, rv, ci, cv = top_candidates_scaled(a32, ia, b32, ib, top_m, block_size)
+    match = assignment_from_candidates(
+        a32.shape[0], b32.shape[0], ri, rv, ci, cv, fallback_scores(a32, ia, b32, ib), top_m
+    )
+    return rv[:, 0].contiguous(), cv[0].contiguous(), match
+
+
 def pairwise(
     dicts: Sequence[ArrayLike],
     thresholds: Sequence[float] = (0.5, 0.7, 0.9),
     block_size: int = DEFAULT_BLOCK_SIZE,
-    hungarian: bool = True,
+    hungarian: bool | str = True,
+    top_m: int = DEFAULT_TOP_M,
 ) -> dict[str, Any]:
     """All-pairs consistency of several dictionaries (e.g. one per seed); higher = more consistent.
 
@@ -127,36 +143,45 @@ def pairwise(
       - ``"n"``: number of dictionaries; ``"pairs"``: ``[(i, j), ...]`` for i < j, lexicographic;
       - ``"thresholds"``: the thresholds as floats;
       - ``"pwmcc"``: ``{"matrix": n x n ndarray, "values": [float per pair]}``;
-      - ``"hungarian_mcc"``: same layout, or ``None`` when ``hungarian=False``;
-      - ``"shared_fraction"``: ``{threshold: {"matrix": ..., "values": ...}}``.
-    Matrices are symmetric float64 with diagonal 1.0 by convention. ``best_match`` is computed
-    once per pair; with ``hungarian=True`` it is read off the full |cos| matrix the assignment
-    needs anyway, so each pair costs one matmul. That full matrix (and the O(n^3) assignment)
-    is only affordable for a few thousand latents: pass ``hungarian=False`` for large
-    dictionaries to stream in ``block_size`` row blocks instead.
+      - ``"hungarian_mcc"``: same layout plus ``"methods"`` (one description per pair), or
+        ``None`` when ``hungarian=False``;
+      - ``"shared_fraction"``: ``{threshold: {"matrix": ..., "values": ...}}``;
+      - ``"matchings"``: ``{(i, j): Matching}`` (empty when ``hungarian=False``);
+      - ``"best"``: ``{(i, j): (best_a, best_b)}`` float32 tensors, each latent's best |cos|.
+    Matrices are symmetric float64 with diagonal 1.0 by convention. ``hungarian``: True (=
+    "auto"), False, or an ``assignment`` method. Each pair costs one pass of block matmuls:
+    with the exact assignment best matches are read off the full |cos| matrix it needs anyway;
+    with the sparse one they are the top candidates; without, they are streamed.
     """
     if len(dicts) < 2:
         raise HusaiError(f"pairwise needs at least 2 dictionaries, got {len(dicts)}")
     block_size = check_block_size(block_size)
+    method = "auto" if hungarian is True else (None if hungarian is False else hungarian)
+    if method is not None:
+        resolve_method(method, 1, 1)
     ths = [check_threshold(t) for t in thresholds]
-    units = [unit_rows(x, f"dictionary {k}") for k, x in enumerate(dicts)]
-    for k, u in enumerate(units[1:], start=1):
-        _check_same_d(units[0], u, f"dictionaries 0 and {k}")
+    prepped = [scaled_rows(x, f"dictionary {k}") for k, x in enumerate(dicts)]
+    for k, (u, _) in enumerate(prepped[1:], start=1):
+        check_same_d(prepped[0][0], u, f"dictionaries 0 and {k}")
 
-    n = len(units)
+    n = len(prepped)
     pairs = list(combinations(range(n), 2))
     pw = np.eye(n)
-    hu = np.eye(n) if hungarian else None
+    hu = np.eye(n) if method is not None else None
     sf = {t: np.eye(n) for t in ths}
+    matchings: dict[tuple[int, int], Matching] = {}
+    best: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
     for i, j in pairs:
-        ua, ub = units[i], units[j].to(units[i].device)
-        if hungarian:
-            sim = _abs_cos_unit(ua, ub)
-            best_a, best_b = sim.amax(dim=1), sim.amax(dim=0)
-            hu[i, j] = hu[j, i] = _hungarian_from_sim(sim)
-            del sim
-        else:
-            best_a, best_b = _best_match_unit(ua, ub, block_size)
+        (a32, ia), (b32, ib) = prepped[i], prepped[j]
+        dev = a32.device
+        best_a, best_b, match = _pair_scores(
+            a32, ia, b32.to(dev), ib.to(dev), method, top_m, block_size
+        )
+        if match is not None:
+            hu[i, j] = hu[j, i] = match.mean
+            matchings[(i, j)] = match
+        best_a, best_b = best_a.clamp(max=1.0), best_b.clamp(max=1.0)
+        best[(i, j)] = (best_a, best_b)
         pw[i, j] = pw[j, i] = _pwmcc_from(best_a, best_b)
         for t in ths:
             sf[t][i, j] = sf[t][j, i] = _shared_from(best_a, best_b, t)
@@ -164,11 +189,16 @@ def pairwise(
     def entry(m: np.ndarray) -> dict[str, Any]:
         return {"matrix": m, "values": _upper(m, pairs)}
 
+    hung = None
+    if hu is not None:
+        hung = {**entry(hu), "methods": [matchings[p].describe() for p in pairs]}
     return {
         "n": n,
         "pairs": pairs,
         "thresholds": ths,
         "pwmcc": entry(pw),
-        "hungarian_mcc": entry(hu) if hu is not None else None,
+        "hungarian_mcc": hung,
         "shared_fraction": {t: entry(m) for t, m in sf.items()},
+        "matchings": matchings,
+        "best": best,
     }

@@ -12,10 +12,16 @@ from husai.report.markdown import render_markdown
 
 
 def in_config_order(metrics: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json sorts its keys; put the SAEs back in the config's order."""
-    archs = metrics["architectures"]
-    order = metrics.get("sae_order") or sorted(archs)
-    return {**metrics, "architectures": {label: archs[label] for label in order}}
+    """metrics.json sorts its keys; put data sets and SAEs back in the config's order."""
+    datasets = {}
+    for name in metrics.get("dataset_order") or sorted(metrics["datasets"]):
+        ds = metrics["datasets"][name]
+        order = [s for s in metrics.get("sae_order", []) if s in ds["architectures"]]
+        archs = {
+            label: ds["architectures"][label] for label in order or sorted(ds["architectures"])
+        }
+        datasets[name] = {**ds, "architectures": archs}
+    return {**metrics, "datasets": datasets}
 
 
 def render(run_dir: Path) -> Path:
@@ -27,12 +33,19 @@ def render(run_dir: Path) -> Path:
     manifest_path = run_dir / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
     fig_dir = run_dir / "figures"
-    archs, seeds = metrics["architectures"], metrics["seeds"]
-    for label, arch in archs.items():
-        figures.heatmap(label, arch, seeds, fig_dir / f"pwmcc_heatmap_{label}.png")
-    figures.trained_vs_baselines(archs, fig_dir / "trained_vs_baselines.png")
-    figures.ev_vs_pwmcc(archs, seeds, fig_dir / "ev_vs_pwmcc.png")
-    toy = metrics["toy_model"]
-    figures.fourier_spectrum(toy["fourier"], fig_dir / "fourier_spectrum.png")
-    figures.training_curve(toy["history"], fig_dir / "training_curve.png")
+    seeds = metrics["seeds"]
+    for name, ds in metrics["datasets"].items():
+        archs = ds["architectures"]
+        for label, arch in archs.items():
+            figures.heatmap(
+                f"{name}/{label}", arch, seeds, fig_dir / f"pwmcc_heatmap_{name}_{label}.png"
+            )
+        figures.trained_vs_baselines(archs, fig_dir / f"trained_vs_baselines_{name}.png")
+        figures.ev_vs_pwmcc(archs, seeds, fig_dir / f"ev_vs_pwmcc_{name}.png")
+        if len({a["config"]["d_sae"] for a in archs.values()}) > 1:
+            figures.d_sae_trend(name, ds, fig_dir / f"d_sae_trend_{name}.png")
+    if "toy_model" in metrics:
+        toy = metrics["toy_model"]
+        figures.fourier_spectrum(toy["fourier"], fig_dir / "fourier_spectrum.png")
+        figures.training_curve(toy["history"], fig_dir / "training_curve.png")
     return write_text(run_dir / "report.md", render_markdown(metrics, manifest))

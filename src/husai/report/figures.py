@@ -132,3 +132,95 @@ def training_curve(history: list[dict[str, Any]], path: Path) -> Path:
     ax1.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")
     ax1.set_title("Toy model training (grokking, then Fourier clean-up)", fontsize=9)
     return _save(fig, path)
+
+
+def d_sae_trend(name: str, ds: dict[str, Any], path: Path) -> Path:
+    """PWMCC (trained vs random) and, with ground truth, recovery against dictionary size."""
+    archs = ds["architectures"]
+    n_true = ds.get("n_true_features")
+    xs = np.array([a["config"]["d_sae"] for a in archs.values()], dtype=float)
+    xs = xs / n_true if n_true else xs
+    order = np.argsort(xs)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for group in ("trained", "random"):
+        b = [archs[k]["consistency"]["pwmcc"][group] for k in archs]
+        m = np.array([v["mean"] for v in b])[order]
+        lo = np.array([v["ci_low"] for v in b])[order]
+        hi = np.array([v["ci_high"] for v in b])[order]
+        ax.errorbar(
+            xs[order],
+            m,
+            yerr=[m - lo, hi - m],
+            marker="o",
+            capsize=3,
+            label=f"PWMCC {group}",
+            color=GROUP_COLOURS[group],
+        )
+    first = next(iter(archs.values()))["quality"]["mean"]
+    if "recovery_hungarian_mcc" in first:
+        rec = np.array([archs[k]["quality"]["mean"]["recovery_hungarian_mcc"] for k in archs])
+        ax.plot(xs[order], rec[order], "s--", color="#2ca02c", label="recovery MCC (truth)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("d_sae / n_true_features" if n_true else "d_sae")
+    ax.set_ylabel("higher = more consistent / better recovered")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{name}: consistency vs dictionary size (95% CIs over pairs)", fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def compare_heatmaps(summary: dict[str, Any], labels: list[str], path: Path) -> Path:
+    """`husai compare`: pairwise matrices of PWMCC, Hungarian MCC and shared-latent rate."""
+    keys = [
+        ("pwmcc", "PWMCC (max-|cos|)"),
+        ("hungarian_mcc", "Hungarian MCC (1-to-1 |cos|)"),
+        ("shared_latent_rate", "shared-latent rate (P&B)"),
+    ]
+    keys = [(k, t) for k, t in keys if k in summary]
+    n = len(labels)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.9), squeeze=False)
+    rows = summary.get("rows_compared", "decoder")
+    for ax, (key, title) in zip(axes[0], keys, strict=True):
+        m = np.array(summary[key]["matrix"])
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(n), labels, fontsize=7)
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    f"{m[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if m[i, j] > 0.6 else "white",
+                )
+        rnd = summary[key]["random"]["mean"]
+        ax.set_title(
+            f"{title}\n{rows} rows; random {rnd:.3f}; higher = more consistent", fontsize=8
+        )
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def latent_best_histogram(mean_best: dict[str, np.ndarray], path: Path, note: str = "") -> Path:
+    """Histogram of each latent's mean best-match |cos| to the other SAEs, trained vs random."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    bins = np.linspace(0, 1, 51)
+    for group, vals in mean_best.items():
+        ax.hist(
+            vals,
+            bins=bins,
+            alpha=0.6,
+            label=f"{group} (n={len(vals)})",
+            color=GROUP_COLOURS.get(group),
+        )
+    ax.set_xlabel("per-latent mean best-match |cos| to the other SAEs (higher = more consistent)")
+    ax.set_ylabel("latents")
+    ax.set_title(
+        "Per-latent consistency vs matched random dictionaries" + (f"\n{note}" if note else ""),
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+OPS = {"add": "+", "sub": "−", "mul": "×"}
+
 
 def _ci(b: dict[str, Any]) -> str:
     return f"{b['mean']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}]"
@@ -17,112 +19,160 @@ def _tests(d: dict[str, Any]) -> list[dict[str, Any]]:
     return [d["mann_whitney"], d["welch_t"]]
 
 
-def _finding(label: str, arch: dict[str, Any], n_seeds: int) -> str:
+def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int) -> str:
     c = arch["consistency"]["pwmcc"]
     d = c["trained_minus_random"]
-    src = f"`metrics.json` → `architectures.{label}.consistency` (`pwmcc`, `shared_fraction@…`)"
+    src = f"`metrics.json` → `datasets.{ds}.architectures.{label}.consistency`"
     tests = "; ".join(f"{t['name']}: {_p(t['p_value'])}" for t in _tests(d))
     shared = "; ".join(
         f"|cos| > {k.split('@')[1]}: {v['trained']['mean']:.1%}"
         for k, v in arch["consistency"].items()
         if k.startswith("shared_fraction@")
     )
-    shared = f"Share of latents with a counterpart in another seed at {shared}"
     verdict = "above" if d["ci_low"] > 0 else ("below" if d["ci_high"] < 0 else "not resolved from")
-    return (
-        f"- **{label}**: PWMCC (max-|cos|, higher = more consistent) across {n_seeds} seeds "
-        f"({len(c['trained']['pairs'])} pairs) is {_ci(c['trained'])} (mean [95% bootstrap CI "
-        f"over pairs]) vs {_ci(c['random'])} for matched random dictionaries and "
+    text = (
+        f"- **{label}** on `{ds}`: PWMCC (max-|cos|, higher = more consistent) across {n_seeds} "
+        f"seeds ({len(c['trained']['pairs'])} pairs) is {_ci(c['trained'])} (mean [95% "
+        f"bootstrap CI over pairs]) vs {_ci(c['random'])} for matched random dictionaries and "
         f"{_ci(c['init'])} at initialisation: trained − random = {d['delta']:.3f} "
-        f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}], {verdict} chance ({tests}). "
-        f"{shared}. Source: {src}."
+        f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}], {verdict} chance ({tests}). Share of latents "
+        f"with a counterpart in another seed at {shared}."
     )
+    q = arch["quality"]["mean"]
+    if "recovery_hungarian_mcc" in q:
+        text += (
+            f" Ground-truth recovery (seed mean): Hungarian MCC {q['recovery_hungarian_mcc']:.3f},"
+            f" fraction of true features recovered at |cos| > 0.9: "
+            f"{q['recovery_fraction_recovered']:.1%} (higher = better)."
+        )
+    return text + f" Source: {src}."
 
 
 def _table(archs: dict[str, Any]) -> list[str]:
-    head = (
-        "| SAE | PWMCC trained | PWMCC random | PWMCC init | Δ trained−random | Hungarian MCC "
-        "trained | Hungarian random | shared@0.5 | shared@0.7 | shared@0.9 | EV | MSE | L0 | "
-        "dead frac | test acc (spliced) | loss recovered (vs zero) |"
+    first = next(iter(archs.values()))["quality"]["mean"]
+    extra = []
+    if "downstream_accuracy" in first:
+        extra += [
+            ("test acc (spliced)", "downstream_accuracy", ".4f"),
+            ("loss recovered (vs zero)", "downstream_loss_recovered_vs_zero", ".3f"),
+        ]
+    if "recovery_hungarian_mcc" in first:
+        extra += [
+            ("recovery MCC", "recovery_hungarian_mcc", ".3f"),
+            ("recovered @0.9", "recovery_fraction_recovered", ".3f"),
+        ]
+    thresholds = [
+        k.split("@")[1]
+        for k in next(iter(archs.values()))["consistency"]
+        if k.startswith("shared_fraction@")
+    ]
+    cols = (
+        [
+            "SAE",
+            "d_sae",
+            "PWMCC trained",
+            "PWMCC random",
+            "PWMCC init",
+            "Δ trained−random",
+            "Hungarian MCC trained",
+            "Hungarian random",
+        ]
+        + [f"shared@{t}" for t in thresholds]
+        + ["EV", "MSE", "L0", "dead frac"]
+        + [e[0] for e in extra]
     )
-    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for label, a in archs.items():
         c, q = a["consistency"], a["quality"]["mean"]
-        shared = [c[k]["trained"]["mean"] for k in c if k.startswith("shared_fraction@")]
         d = c["pwmcc"]["trained_minus_random"]
-        rows.append(
-            f"| {label} | {_ci(c['pwmcc']['trained'])} | {c['pwmcc']['random']['mean']:.3f} | "
-            f"{c['pwmcc']['init']['mean']:.3f} | {d['delta']:+.3f} [{d['ci_low']:+.3f}, "
-            f"{d['ci_high']:+.3f}] | {_ci(c['hungarian_mcc']['trained'])} | "
-            f"{c['hungarian_mcc']['random']['mean']:.3f} | "
-            + " | ".join(f"{v:.3f}" for v in shared)
-            + f" | {q['explained_variance']:.3f} | {q['mse']:.4g} | {q['l0']:.1f} | "
-            f"{q['dead_fraction']:.3f} | {q['downstream_accuracy']:.4f} | "
-            f"{q['downstream_loss_recovered_vs_zero']:.3f} |"
-        )
+        cells = [
+            label,
+            str(a["config"]["d_sae"]),
+            _ci(c["pwmcc"]["trained"]),
+            f"{c['pwmcc']['random']['mean']:.3f}",
+            f"{c['pwmcc']['init']['mean']:.3f}",
+            f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
+            _ci(c["hungarian_mcc"]["trained"]),
+            f"{c['hungarian_mcc']['random']['mean']:.3f}",
+            *[f"{c[f'shared_fraction@{t}']['trained']['mean']:.3f}" for t in thresholds],
+            f"{q['explained_variance']:.3f}",
+            f"{q['mse']:.4g}",
+            f"{q['l0']:.1f}",
+            f"{q['dead_fraction']:.3f}",
+            *[format(q[key], fmt) for _, key, fmt in extra],
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
-def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:
-    toy, acts, archs = metrics["toy_model"], metrics["activations"], metrics["architectures"]
-    f = toy["fourier"]
-    seeds = metrics["seeds"]
-    lines = [
-        "# husai run report",
-        "",
-        "Question: if the same sparse autoencoder is trained again with another seed, do the "
-        "same features (decoder directions) come back — more than chance would give?",
-        "",
-        "## Findings",
-        "",
-        *[_finding(label, a, len(seeds)) for label, a in archs.items()],
-        "",
+def _toy_section(toy: dict[str, Any]) -> list[str]:
+    f, mc = toy["fourier"], toy["config"]["model"]
+    tc = toy["config"]["train"]
+    return [
         "## Toy model (ground truth)",
         "",
-        f"A {toy['config']['model']['n_layers']}-layer transformer on (a "
-        f"{ {'add': '+', 'sub': '−', 'mul': '×'}[toy['config']['model']['op']] } b) mod "
-        f"{toy['config']['model']['p']} trained {toy['steps']} steps (stopped by: "
-        f"{toy['stopped_by']}): train accuracy {toy['train_acc']:.4f}, test accuracy "
-        f"{toy['test_acc']:.4f}. Fourier check: {len(f['key_frequencies'])} key frequencies "
-        f"{f['key_frequencies']} hold {f['key_mass']:.1%} of the embedding norm "
-        f"(criterion: ≤ {toy['config']['train']['max_key_freqs']} frequencies holding ≥ "
-        f"{toy['config']['train']['fourier_mass']:.0%}; "
-        f"{'passed' if f['passed'] else 'FAILED'}); the key frequencies explain "
-        f"{f['logit_r2']:.1%} of the logits' variance over all p² inputs (Nanda's R²). "
-        "Source: `toy_model/config.json`, `metrics.json` → `toy_model`.",
+        f"A {mc['n_layers']}-layer transformer on (a {OPS[mc['op']]} b) mod {mc['p']} trained "
+        f"{toy['steps']} steps (stopped by: {toy['stopped_by']}): train accuracy "
+        f"{toy['train_acc']:.4f}, test accuracy {toy['test_acc']:.4f}. Fourier check: "
+        f"{len(f['key_frequencies'])} key frequencies {f['key_frequencies']} hold "
+        f"{f['key_mass']:.1%} of the embedding norm (criterion: ≤ {tc['max_key_freqs']} "
+        f"frequencies holding ≥ {tc['fourier_mass']:.0%}; {'passed' if f['passed'] else 'FAILED'}"
+        f"); the key frequencies explain {f['logit_r2']:.1%} of the logits' variance over all "
+        "p² inputs (Nanda's R²). Source: `toy_model/config.json`, `metrics.json` → `toy_model`.",
         "",
         "![Fourier spectrum](figures/fourier_spectrum.png)",
         "",
         "![Training curve](figures/training_curve.png)",
         "",
-        "## SAEs",
+    ]
+
+
+def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    archs, seeds = ds["architectures"], metrics["seeds"]
+    er = ds["effective_rank"]
+    where = (
+        f"hook `{ds['hook']}`, position `{ds['position']}`, split `{ds['split']}`, "
+        if ds["source"] == "toy"
+        else ""
+    )
+    truth = (
+        f" Ground truth: {ds['n_true_features']} known feature directions."
+        if "n_true_features" in ds
+        else ""
+    )
+    lines = [
+        f"## Data set `{name}` ({ds['source']})",
         "",
-        f"Trained on `{acts['artifact']}`: hook `{acts['hook']}`, position `{acts['position']}`, "
-        f"split `{acts['split']}`, {acts['n']} rows × d_in {acts['d']}. Seeds: {seeds}; each "
-        "architecture's seeds are trained together as one batched ensemble. Weights: "
-        "`saes/<sae>/seed_<n>/` (SAELens layout).",
-        "",
-        "All consistency numbers are over the seed pairs, decoder rows, mean [95% percentile "
-        "bootstrap CI over pairs]; *random* = matched random unit Gaussian dictionaries (same "
-        "shape and number of seeds), *init* = the same SAEs before training. The bootstrap "
-        "resamples pairs as if independent; pairs share seeds, so these CIs are optimistic. "
-        "Quality numbers "
-        f"are seed means over {metrics['quality_eval_set']}; downstream numbers on the "
-        f"{metrics['downstream_eval_split']}. Source: `metrics.json` → `architectures`.",
+        f"`{ds['artifact']}`: {where}{ds['n']} rows × d_in {ds['d']}. Effective rank: "
+        f"participation ratio {er['participation_ratio']:.1f}; "
+        + ", ".join(
+            f"{k.split('_')[-1]} of variance in {int(v)} components"
+            for k, v in er.items()
+            if k.startswith("n_components")
+        )
+        + f".{truth} Seeds {seeds}, each configuration's seeds trained together as one batched "
+        f"ensemble; weights in `saes/{name}/<sae>/seed_<n>/` (SAELens layout). Source: "
+        f"`metrics.json` → `datasets.{name}`.",
         "",
         *_table(archs),
         "",
-        "Metric variants (all: higher = more consistent):",
+        *[_finding(name, label, a, len(seeds)) for label, a in archs.items()],
         "",
     ]
-    first = next(iter(archs.values()))["consistency"]
-    for key in ("pwmcc", "hungarian_mcc", "shared_fraction@0.5"):
-        if key in first:
-            lines.append(f"- `{key.split('@')[0]}`: {first[key]['variant']}")
+    first = next(iter(archs.values()))
+    if "downstream_baselines" in first:
+        lines += [
+            f"Downstream baselines (toy model on its test split, `metrics.json` → "
+            f"`datasets.{name}.architectures.<sae>.downstream_baselines`): "
+            + "; ".join(
+                f"{k}: loss {r['loss']:.4f}, accuracy {r['accuracy']:.4f}"
+                for k, r in first["downstream_baselines"].items()
+            ),
+            "",
+        ]
     lines += [
-        "",
-        "Tests of trained > random, per SAE and metric "
-        "(one-sided; the bootstrap CI of the difference is the primary evidence):",
+        "Tests of trained > random (one-sided; the bootstrap CI of the difference is the "
+        "primary evidence):",
         "",
     ]
     for label, a in archs.items():
@@ -137,23 +187,50 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
             lines.append(f"- {label} / {key}: {tests}")
     lines += [
         "",
-        "Downstream baselines (toy model on its test split, `metrics.json` → "
-        "`architectures.<sae>.downstream_baselines`):",
+        *[
+            f"![{name}/{label} pairwise PWMCC](figures/pwmcc_heatmap_{name}_{label}.png)"
+            for label in archs
+        ],
+        "",
+        f"![trained vs baselines](figures/trained_vs_baselines_{name}.png)",
+        "",
+        f"![EV vs PWMCC](figures/ev_vs_pwmcc_{name}.png)",
         "",
     ]
-    base = next(iter(archs.values()))["downstream_baselines"]
-    for name, r in base.items():
-        lines.append(f"- {name}: loss {r['loss']:.4f}, accuracy {r['accuracy']:.4f}")
-    lines += ["", "## Figures", ""]
-    for label in archs:
-        lines.append(f"![{label} pairwise PWMCC](figures/pwmcc_heatmap_{label}.png)")
-    lines += [
+    if len({a["config"]["d_sae"] for a in archs.values()}) > 1:
+        lines += [f"![PWMCC vs d_sae](figures/d_sae_trend_{name}.png)", ""]
+    return lines
+
+
+def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:
+    lines = [
+        "# husai run report",
         "",
-        "![trained vs baselines](figures/trained_vs_baselines.png)",
+        "Question: if the same sparse autoencoder is trained again with another seed, do the "
+        "same features (decoder directions) come back — more than chance would give?",
         "",
-        "![EV vs PWMCC](figures/ev_vs_pwmcc.png)",
+        "All consistency numbers compare decoder rows over seed pairs: mean [95% percentile "
+        "bootstrap CI over pairs]; *random* = matched random unit Gaussian dictionaries (same "
+        "shape and number of seeds), *init* = the same SAEs before training. The bootstrap "
+        "resamples pairs as if independent; pairs share seeds, so these CIs are optimistic. "
+        f"Quality numbers are seed means over {metrics['quality_eval_set']}"
+        + (
+            f"; downstream numbers on the {metrics['downstream_eval_split']}."
+            if "downstream_eval_split" in metrics
+            else "."
+        ),
         "",
     ]
+    first = next(iter(next(iter(metrics["datasets"].values()))["architectures"].values()))
+    lines += ["Metric variants (all: higher = more consistent):", ""]
+    for key in ("pwmcc", "hungarian_mcc", "shared_fraction@0.5"):
+        if key in first["consistency"]:
+            lines.append(f"- `{key.split('@')[0]}`: {first['consistency'][key]['variant']}")
+    lines.append("")
+    if "toy_model" in metrics:
+        lines += _toy_section(metrics["toy_model"])
+    for name, ds in metrics["datasets"].items():
+        lines += _dataset_section(name, ds, metrics)
     if manifest:
         t = manifest.get("timings_seconds", [])
         lines += [
