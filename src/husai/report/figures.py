@@ -26,23 +26,22 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
-def heatmap(label: str, arch: dict[str, Any], seeds: list[int], path: Path) -> Path:
-    m = np.array(arch["consistency"]["pwmcc"]["matrix"])
-    fig, ax = plt.subplots(figsize=(4.6, 3.9))
+def annotated_matrix(ax: plt.Axes, m: np.ndarray, labels: list[str], fmt: str) -> Any:
+    """A [0, 1] matrix as an image with its values written in the cells."""
     im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(seeds)), [str(s) for s in seeds], rotation=45)
-    ax.set_yticks(range(len(seeds)), [str(s) for s in seeds])
-    for i in range(len(seeds)):
-        for j in range(len(seeds)):
-            ax.text(
-                j,
-                i,
-                f"{m[i, j]:.3f}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="black" if m[i, j] > 0.6 else "white",
-            )
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            colour = "black" if m[i, j] > 0.6 else "white"
+            ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=7, color=colour)
+    return im
+
+
+def heatmap(label: str, arch: dict[str, Any], seeds: list[int], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(4.6, 3.9))
+    m = np.array(arch["consistency"]["pwmcc"]["matrix"])
+    im = annotated_matrix(ax, m, [str(s) for s in seeds], ".3f")
     ax.set_xlabel("seed")
     ax.set_ylabel("seed")
     ax.set_title(
@@ -177,25 +176,10 @@ def compare_heatmaps(summary: dict[str, Any], labels: list[str], path: Path) -> 
         ("shared_latent_rate", "shared-latent rate (P&B)"),
     ]
     keys = [(k, t) for k, t in keys if k in summary]
-    n = len(labels)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.9), squeeze=False)
     rows = summary.get("rows_compared", "decoder")
     for ax, (key, title) in zip(axes[0], keys, strict=True):
-        m = np.array(summary[key]["matrix"])
-        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(n), labels, fontsize=7)
-        for i in range(n):
-            for j in range(n):
-                ax.text(
-                    j,
-                    i,
-                    f"{m[i, j]:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="black" if m[i, j] > 0.6 else "white",
-                )
+        im = annotated_matrix(ax, np.array(summary[key]["matrix"]), labels, ".2f")
         rnd = summary[key]["random"]["mean"]
         ax.set_title(
             f"{title}\n{rows} rows; random {rnd:.3f}; higher = more consistent", fontsize=8
