@@ -262,3 +262,33 @@ def test_explicit_format_and_husai_alias(tmp_path: Path) -> None:
     assert isinstance(load(tmp_path / "sp", format="sparsify"), TopKSAE)
     with pytest.raises(HusaiError, match="sae_weights.safetensors: file not found"):
         load(tmp_path / "sp", format="husai")
+
+
+def test_cli_compare_mixes_formats_and_rejects_bad_input(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from husai.cli import app
+    from husai.config import SAEConfig
+    from husai.sae import save, train_sae
+
+    _sparsify_dir(tmp_path / "sparsify", seed=1)
+    _dl_dir(tmp_path / "dl", "AutoEncoder", _dl_autoencoder_state(seed=2))
+    sae, _ = train_sae(SAEConfig(d_sae=F, k=3, epochs=1), torch.randn(64, D), [3])
+    save(sae, tmp_path / "husai")
+    runner = CliRunner()
+    dirs = [str(tmp_path / n) for n in ("sparsify", "dl", "husai")]
+    res = runner.invoke(app, ["compare", *dirs, "--json", str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "c.json").read_text())
+    assert len(out["pairs"]) == 3 and 0 < out["pwmcc"]["trained"]["mean"] <= 1
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "weights.bin").write_bytes(b"\0" * 8)
+    trunc = tmp_path / "trunc"
+    save(sae, trunc)
+    w = trunc / "sae_weights.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    for bad, needle in [("empty", "empty"), ("odd", "odd"), ("trunc", "sae_weights")]:
+        res = runner.invoke(app, ["compare", dirs[2], str(tmp_path / bad)])
+        assert res.exit_code == 2, (bad, res.output)
+        assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
