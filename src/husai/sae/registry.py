@@ -1,6 +1,7 @@
 """Architecture registry: cfg.json's `architecture` name → SAE class.
 
-A new architecture is one module plus one `@register` line; loading dispatches here.
+A new architecture is one module in `husai/sae/` with an `@register`ed class: every module
+of the package except the infrastructure ones below is imported (and so registered) here.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ def register(cls: T) -> T:
     return cls
 
 
+NOT_ARCHITECTURES = {"base", "registry", "io", "trainer", "formats", "inference_only"}
+
+
 def _load_builtin() -> None:
-    from husai.sae import gated, jumprelu, relu, topk  # noqa: F401  (registers on import)
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if mod.name not in NOT_ARCHITECTURES and not mod.name.startswith("_"):
+            importlib.import_module(f"husai.sae.{mod.name}")
 
 
 _load_builtin()
