@@ -29,12 +29,10 @@ from torch import Tensor
 
 from husai.config import MetricsConfig
 from husai.errors import HusaiError
-from husai.experiments.evaluate import VARIANTS
+from husai.experiments.evaluate import VARIANTS, summarise_values
 from husai.metrics import (
     EXACT_MAX,
     MatchedCorrelation,
-    bootstrap_ci,
-    compare_to_baseline,
     pairwise,
     random_dictionaries,
     shared_latent_rate,
@@ -55,25 +53,6 @@ class Comparison:
     summary: dict[str, Any]
     per_latent: list[dict[str, Any]] = field(default_factory=list)
     latent_mean_best: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def _summary(values: dict[str, list[float]], matrix: np.ndarray, variant: str, m: MetricsConfig):
-    """Mean + CI per group, trained − each baseline, and the trained matrix."""
-    block: dict[str, Any] = {"variant": variant}
-    for g, vals in values.items():
-        ci = bootstrap_ci(vals, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
-        block[g] = {**ci, "pairs": [float(v) for v in vals]}
-    for g in values:
-        if g != "trained":
-            block[f"trained_minus_{g}"] = compare_to_baseline(
-                values["trained"],
-                values[g],
-                level=m.ci_level,
-                n_resamples=m.n_bootstrap,
-                seed=m.baseline_seed,
-            )
-    block["matrix"] = np.asarray(matrix).tolist()
-    return block
 
 
 def _matrix(n: int, pairs: list[tuple[int, int]], values: list[float]) -> np.ndarray:
@@ -217,7 +196,7 @@ def compare(
         else:
             vals = {g: pw[key]["values"] for g, pw in groups.items()}
             mat, variant = trained[key]["matrix"], variants[key]
-        out[key] = _summary(vals, mat, variant, m)
+        out[key] = summarise_values(vals, mat, variant, m)
 
     # Paulo & Belrose shared latents (encoder and decoder matchings agree, both > threshold)
     r_enc = [
@@ -235,7 +214,7 @@ def compare(
                 r_enc[i], rand[i], r_enc[j], rand[j], shared_threshold, block_size=m.block_size
             )["rate"]
         )
-    out["shared_latent_rate"] = _summary(
+    out["shared_latent_rate"] = summarise_values(
         slr,
         _matrix(n, pairs, slr["trained"]),
         "Paulo & Belrose shared latents: fraction of latents (mean over both SAEs) that the "
@@ -250,7 +229,7 @@ def compare(
     for i, j in pairs:
         sub["trained"].append(subspace_similarity(dicts[i], dicts[j], r))
         sub["random"].append(subspace_similarity(rand[i], rand[j], r))
-    out["subspace_similarity"] = _summary(
+    out["subspace_similarity"] = summarise_values(
         sub,
         _matrix(n, pairs, sub["trained"]),
         f"mean cos² of the principal angles between the top-{r} principal directions (right "
@@ -286,7 +265,7 @@ def compare(
             pair_idx[(i, j)] = {"trained": (mt.rows, mt.cols), "random": rnd}
         corr = _activation_mcc(saes, keep, x_ND, pair_idx, chunk)
         act = {g: [corr[p][g] for p in pairs] for g in ("trained", "random")}
-        out["activation_mcc"] = _summary(
+        out["activation_mcc"] = summarise_values(
             act,
             _matrix(n, pairs, act["trained"]),
             "mean Pearson correlation over tokens of the activations of latent pairs matched "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as fn
 from torch import Tensor
@@ -49,14 +50,17 @@ def entry(pw: dict[str, Any], key: str) -> dict[str, Any]:
     return pw[key]
 
 
-def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> dict[str, Any]:
-    """One metric: per group mean + CI over pairs, trained − each baseline, trained matrix."""
-    block: dict[str, Any] = {"variant": VARIANTS[key.split("@")[0]]}
-    for g, pw in groups.items():
-        values = [float(v) for v in entry(pw, key)["values"]]
-        ci = bootstrap_ci(values, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
-        block[g] = {**ci, "pairs": values}
-    for base in groups:
+def summarise_values(
+    values: dict[str, list[float]], matrix: Any, variant: str, m: MetricsConfig
+) -> dict[str, Any]:
+    """One metric: per group ("trained", baselines…) mean + CI over pairs, trained − each
+    baseline (CI and one-sided tests), and the trained pairwise matrix."""
+    block: dict[str, Any] = {"variant": variant}
+    for g, vals in values.items():
+        vals = [float(v) for v in vals]
+        ci = bootstrap_ci(vals, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
+        block[g] = {**ci, "pairs": vals}
+    for base in values:
         if base != "trained":
             block[f"trained_minus_{base}"] = compare_to_baseline(
                 block["trained"]["pairs"],
@@ -65,8 +69,15 @@ def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> 
                 n_resamples=m.n_bootstrap,
                 seed=m.baseline_seed,
             )
-    block["matrix"] = entry(groups["trained"], key)["matrix"].tolist()
+    block["matrix"] = np.asarray(matrix).tolist()
     return block
+
+
+def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> dict[str, Any]:
+    """`summarise_values` for one metric of `metrics.pairwise` results, one per group."""
+    values = {g: entry(pw, key)["values"] for g, pw in groups.items()}
+    matrix = entry(groups["trained"], key)["matrix"]
+    return summarise_values(values, matrix, VARIANTS[key.split("@")[0]], m)
 
 
 def consistency(trained: SAE, cfg: SAEConfig, m: MetricsConfig) -> dict[str, Any]:
