@@ -43,9 +43,13 @@ def user_errors(f: F) -> F:
 
 def config_reference() -> str:
     """Every RunConfig field with its default and description (for `husai run --help`)."""
-    from husai.config import RunConfig
+    from husai.config import DataConfig, RunConfig, SAEConfig
 
     lines: list[str] = []
+
+    def short(item: BaseModel) -> dict[str, Any]:
+        keys = ("name", "architecture", "source")
+        return {k: getattr(item, k) for k in keys if getattr(item, k, None) is not None}
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
@@ -55,12 +59,11 @@ def config_reference() -> str:
                 continue
             default = field.default
             if isinstance(default, tuple) and default and isinstance(default[0], BaseModel):
-                default = [d.model_dump(exclude_defaults=True) for d in default]
+                default = [short(d) for d in default]
             lines.append(f"{prefix}{name} = {default!r}: {field.description or ''}")
 
     walk(RunConfig, "")
-    from husai.config import SAEConfig
-
+    walk(DataConfig, "data[].")
     walk(SAEConfig, "saes[].")
     return "\n\n".join(lines)
 
