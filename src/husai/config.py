@@ -111,11 +111,49 @@ class SAEConfig(Strict):
         None, gt=0, description="d_sae = expansion_factor × d_in (used when d_sae is null)"
     )
     k: int = Field(32, gt=0, description="active latents per input (TopK family)")
+    auxk_coefficient: float = Field(
+        0.0,
+        ge=0,
+        description="TopK family: weight of the AuxK dead-latent loss (Gao et al. 2024, who use "
+        "1/32); 0 = off. The top aux_k dead latents reconstruct the residual x - x̂ (same units "
+        "as the MSE, scaled by min(1, n_dead / aux_k) as sae-lens/sparsify)",
+    )
+    aux_k: int | None = Field(
+        None, gt=0, description="TopK family: dead latents used by AuxK (null = d_in // 2)"
+    )
+    dead_tokens_threshold: int | None = Field(
+        None,
+        gt=0,
+        description="TopK family: a latent is dead after this many training tokens without "
+        "firing (null = one epoch, i.e. the training-set size)",
+    )
+    prefix_sizes: tuple[float, ...] = Field(
+        (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0),
+        min_length=1,
+        description="Matryoshka: nested dictionary prefixes as fractions of d_sae in (0, 1]; "
+        "the full dictionary is always one of them",
+    )
     l1_coefficient: float = Field(
         1.0,
         ge=0,
         description="L1 penalty weight (ReLU) on codes × decoder-row norms; MSE is summed over d_in"
         " (1.0 gives the default toy model an EV close to TopK k=32)",
+    )
+    l0_coefficient: float = Field(
+        1.0,
+        ge=0,
+        description="JumpReLU: weight of the L0 penalty (active latents per input, with a "
+        "straight-through gradient for the thresholds); MSE is summed over d_in",
+    )
+    jumprelu_bandwidth: float = Field(
+        0.05,
+        gt=0,
+        description="JumpReLU: width of the rectangle kernel of the threshold's "
+        "straight-through gradient, as a fraction of the batch's RMS norm of x - b_dec "
+        "(the paper's 0.001 is too narrow for short runs: thresholds barely move)",
+    )
+    jumprelu_init_threshold: float = Field(
+        0.001, ge=0, description="JumpReLU: initial threshold of every latent (absolute)"
     )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     epochs: int = Field(20, gt=0, description="passes over the activation set")
@@ -129,6 +167,8 @@ class SAEConfig(Strict):
             raise ValueError(
                 f"unknown architecture {self.architecture!r} (known: {', '.join(sorted(REGISTRY))})"
             )
+        if any(not 0 < f <= 1 for f in self.prefix_sizes):
+            raise ValueError(f"prefix_sizes must lie in (0, 1] (got {list(self.prefix_sizes)})")
         if self.d_sae is None and self.expansion_factor is None:
             raise ValueError("set d_sae or expansion_factor")
         if REGISTRY[self.architecture].uses_k and self.d_sae is not None and self.k > self.d_sae:

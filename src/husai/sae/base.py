@@ -92,6 +92,16 @@ class SAE(nn.Module):
         penalty = self.sparsity_penalty(codes)
         return mse + penalty, {"mse": mse.detach(), "penalty": penalty.detach()}
 
+    def start_training(self, n_train: int) -> None:
+        """Called by the trainer once before the first step with the training-set size
+        (e.g. the TopK family's dead-latent window). Default: nothing."""
+
+    @torch.no_grad()
+    def after_step(self, parts: dict[str, Tensor], n_tokens: int) -> None:
+        """Called by the trainer after each optimiser step with that step's loss parts and
+        batch size, to update training statistics that are not learned by gradient (dead
+        latent counters, BatchTopK's threshold). Default: nothing."""
+
     @torch.no_grad()
     def init_b_dec(self, mean_D: Tensor) -> None:
         self.b_dec.copy_(mean_D.expand_as(self.b_dec))

@@ -1,28 +1,104 @@
-"""JumpReLU SAE (Rajamanoharan et al. 2024), inference only: codes = ReLU(pre) · 1[pre > θ].
+"""JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead"): codes = ReLU(pre) · 1[pre > θ].
 
-Matches SAELens's `JumpReLUSAE.encode` (ReLU, then the per-latent threshold mask); for
-θ ≥ 0 that is pre · 1[pre > θ]. Extra parameter: `threshold` [S, F].
+Forward as SAELens's `JumpReLUSAE.encode` (ReLU, then the per-latent threshold mask); for
+θ ≥ 0 that is pre · H(pre − θ). Extra parameter: `threshold` [S, F] (θ itself, saved as
+SAELens's `threshold`; trained directly, not as log θ, so that save/load stay a plain copy,
+and clamped to ≥ 0 after every step).
+
+Training (the paper's recipe, pseudo-derivatives with a rectangle kernel K(u) = 1[|u| < ½]):
+- codes: ∂/∂pre = H(pre − θ); ∂/∂θ = −(θ/ε) K((pre − θ)/ε);
+- sparsity: λ · L0 with L0 = Σ_F H(pre − θ) per input (mean over the batch),
+  ∂L0/∂θ = −(1/ε) K((pre − θ)/ε), no gradient into pre (as in the paper);
+- loss per seed = MSE (summed over d_in, mean over the batch) + `l0_coefficient` · L0.
+The paper's ε = 0.001 is for activations normalised to unit mean squared norm; ours are not
+normalised, so ε = `jumprelu_bandwidth` × the batch's RMS norm of x − b_dec (per seed,
+no gradient; default 0.05: with 0.001 and runs of ~10³ steps the thresholds barely move).
+θ starts at `jumprelu_init_threshold` (absolute; Adam moves θ by about lr per step, so set
+it near the code scale of the data). Decoder rows stay unit norm (the base's projection
+and renormalisation).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from husai.config import SAEConfig
 from husai.sae.base import SAE
-from husai.sae.inference_only import InferenceOnly
 from husai.sae.registry import register
 
 
+def _kernel(pre: Tensor, theta: Tensor, eps: Tensor) -> Tensor:
+    """Rectangle kernel K((pre − θ)/ε) / ε."""
+    return ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
+
+
+class _JumpReLU(torch.autograd.Function):
+    """ReLU(pre) · H(pre − θ) with the straight-through gradient for θ."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, theta: Tensor, eps: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(pre, theta, eps)
+        return torch.relu(pre) * (pre > theta)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        pre, theta, eps = ctx.saved_tensors
+        grad_pre = grad * ((pre > theta) & (pre > 0))
+        grad_theta = (-theta * _kernel(pre, theta, eps) * grad).sum(1, keepdim=True)
+        return grad_pre, grad_theta, None
+
+
+class _Step(torch.autograd.Function):
+    """H(pre − θ) with the straight-through gradient for θ only (none into pre)."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, theta: Tensor, eps: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(pre, theta, eps)
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        pre, theta, eps = ctx.saved_tensors
+        grad_theta = (-_kernel(pre, theta, eps) * grad).sum(1, keepdim=True)
+        return None, grad_theta, None
+
+
 @register
-class JumpReLUSAE(InferenceOnly, SAE):
+class JumpReLUSAE(SAE):
     architecture = "jumprelu"
     saelens_architecture = "jumprelu"
 
     def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
         super().__init__(cfg, d_in, seeds)
-        self.threshold = nn.Parameter(torch.zeros(self.n_seeds, self.d_sae))
+        init = float(cfg.jumprelu_init_threshold)
+        self.threshold = nn.Parameter(torch.full((self.n_seeds, self.d_sae), init))
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
         return torch.relu(pre_SBF) * (pre_SBF > self.threshold.unsqueeze(1))
+
+    def bandwidth(self, x_SBD: Tensor) -> Tensor:
+        """Per-seed kernel width ε [S, 1, 1] = jumprelu_bandwidth × RMS‖x − b_dec‖ (detached)."""
+        with torch.no_grad():
+            x_c = x_SBD - self.b_dec.unsqueeze(1)
+            rms = x_c.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-8)
+        return (self.cfg.jumprelu_bandwidth * rms).view(-1, 1, 1)
+
+    def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        x_SBD = self._stack(x_SBD)
+        pre = self.pre_acts(x_SBD)
+        theta, eps = self.threshold.unsqueeze(1), self.bandwidth(x_SBD)
+        codes = _JumpReLU.apply(pre, theta, eps)
+        mse = (self.decode(codes) - x_SBD).pow(2).sum(-1).mean(-1)
+        l0 = _Step.apply(pre, theta, eps).sum(-1).mean(-1)
+        penalty = self.cfg.l0_coefficient * l0
+        parts = {"mse": mse.detach(), "penalty": penalty.detach(), "l0": l0.detach()}
+        return mse + penalty, parts
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """The trainer's post-step projection: unit decoder rows, and θ ≥ 0."""
+        super().normalize_decoder()
+        self.threshold.clamp_(min=0.0)

@@ -4,6 +4,16 @@ Training exploits the k-sparsity. The one dense matmul is the forward selection 
 k latents; everything else touches only the k chosen rows: the reconstruction sums k
 gathered decoder rows (`embedding_bag`), and the encoder's backward scatters into the k
 chosen encoder rows (`_TopKEncode`) instead of a dense [B, F] × [F, D] product.
+
+AuxK (Gao et al. 2024, appendix A.2), for the whole TopK family, off unless
+`auxk_coefficient` > 0: a buffer counts, per seed and latent, the training tokens since the
+latent last fired; latents past `dead_tokens_threshold` (default: one epoch) are dead. The
+top `aux_k` (default d_in // 2, as sae-lens/sparsify) ReLU'd pre-activations among the dead
+latents reconstruct the detached residual e = x − x̂ (no b_dec); the per-seed AuxK loss is
+min(1, n_dead / aux_k) · ‖e − ê‖² (summed over D, mean over B: the MSE's units, as sae-lens;
+sparsify divides both terms by the input variance, which leaves their ratio unchanged), and
+it is added × `auxk_coefficient` (Gao et al.: 1/32). Only the pre-activations of latents that
+are dead in some seed are computed, densely.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import torch
 import torch.nn.functional as fn
 from torch import Tensor
 
+from husai.config import SAEConfig
 from husai.sae.base import SAE
 from husai.sae.registry import register
 
@@ -67,6 +78,17 @@ class TopKSAE(SAE):
     saelens_architecture = "topk"
     uses_k = True
 
+    def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
+        super().__init__(cfg, d_in, seeds)
+        # training statistic, not saved: tokens since each latent last fired
+        self.register_buffer(
+            "tokens_since_fired",
+            torch.zeros(self.n_seeds, self.d_sae, dtype=torch.long),
+            persistent=False,
+        )
+        self.dead_tokens_threshold = self.cfg.dead_tokens_threshold or 10_000_000
+        self.aux_k = self.cfg.aux_k or max(1, d_in // 2)
+
     def activation(self, pre_SBF: Tensor) -> Tensor:
         vals, idx = pre_SBF.topk(self.cfg.k, dim=-1)
         return torch.zeros_like(pre_SBF).scatter_(-1, idx, torch.relu(vals))
@@ -88,9 +110,69 @@ class TopKSAE(SAE):
         return out.view(S, B, self.d_in) + self.b_dec.unsqueeze(1)
 
     def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        x_SBD = self._stack(x_SBD)
         vals, flat = self.sparse_encode(x_SBD)
-        mse = (self.sparse_decode(vals, flat) - x_SBD).pow(2).sum(-1).mean(-1)
-        return mse, {"mse": mse.detach(), "penalty": torch.zeros_like(mse)}
+        recon = self.sparse_decode(vals, flat)
+        mse = (recon - x_SBD).pow(2).sum(-1).mean(-1)
+        aux = self.auxk_loss(x_SBD, recon)
+        parts = {
+            "mse": mse.detach(),
+            "penalty": torch.zeros_like(mse),
+            "auxk": aux.detach(),
+            "fired": self.fired(vals, flat),
+        }
+        return mse + self.cfg.auxk_coefficient * aux, parts
 
     def extra_cfg(self) -> dict[str, object]:
         return {"k": self.cfg.k}
+
+    # -- dead latents and AuxK ------------------------------------------------------------
+    @torch.no_grad()
+    def fired(self, vals: Tensor, flat: Tensor) -> Tensor:
+        """[S, F] bool: latents with a positive code somewhere in the batch (`flat` indexes
+        the S·F stacked latents)."""
+        hit = flat.reshape(-1)[vals.reshape(-1) > 0]
+        out = torch.zeros(self.n_seeds * self.d_sae, dtype=torch.bool, device=flat.device)
+        return out.index_fill_(0, hit, True).view(self.n_seeds, self.d_sae)
+
+    def start_training(self, n_train: int) -> None:
+        self.dead_tokens_threshold = self.cfg.dead_tokens_threshold or int(n_train)
+        self.tokens_since_fired.zero_()
+
+    @torch.no_grad()
+    def after_step(self, parts: dict[str, Tensor], n_tokens: int) -> None:
+        self.tokens_since_fired.add_(n_tokens).masked_fill_(parts["fired"], 0)
+
+    def dead_mask(self) -> Tensor:
+        """[S, F] bool: latents that have not fired for more than dead_tokens_threshold."""
+        return self.tokens_since_fired > self.dead_tokens_threshold
+
+    def auxk_loss(self, x_SBD: Tensor, recon_SBD: Tensor) -> Tensor:
+        """Per-seed AuxK loss [S] (zero when off or nothing is dead)."""
+        zero = x_SBD.new_zeros(self.n_seeds)
+        if self.cfg.auxk_coefficient == 0:
+            return zero
+        dead_SF = self.dead_mask()
+        if not dead_SF.any():
+            return zero
+        cols = dead_SF.any(0).nonzero().squeeze(1)  # latents dead in some seed
+        n_dead_S = dead_SF.sum(1)
+        k_aux = min(self.aux_k, int(n_dead_S.max()))
+        x_c = x_SBD - self.b_dec.unsqueeze(1)
+        pre = torch.baddbmm(
+            self.b_enc[:, cols].unsqueeze(1), x_c, self.W_enc[:, cols].transpose(1, 2)
+        )
+        pre = pre.masked_fill(~dead_SF[:, cols].unsqueeze(1), float("-inf"))
+        vals, idx = pre.topk(k_aux, dim=-1)  # alive picks (fewer dead than k_aux) are -inf
+        vals = torch.relu(vals)
+        S, B, K = vals.shape
+        flat = cols[idx] + (torch.arange(S, device=x_SBD.device) * self.d_sae).view(S, 1, 1)
+        aux_recon = fn.embedding_bag(
+            flat.reshape(S * B, K),
+            self.W_dec.reshape(S * self.d_sae, self.d_in),
+            per_sample_weights=vals.reshape(S * B, K),
+            mode="sum",
+        ).view(S, B, self.d_in)
+        resid = (x_SBD - recon_SBD).detach()
+        scale = (n_dead_S.float() / self.aux_k).clamp(max=1.0)
+        return scale * (aux_recon - resid).pow(2).sum(-1).mean(-1)

@@ -46,6 +46,7 @@ def train_step(sae: SAE, opt: torch.optim.Optimizer, x_SBD: Tensor, step: int) -
     sae.remove_parallel_grads()
     opt.step()
     sae.normalize_decoder()
+    sae.after_step(parts, x_SBD.shape[-2])
     return parts["mse"]
 
 
@@ -64,6 +65,7 @@ def train_sae(
     N, D = x_ND.shape
     sae = build_sae(cfg, D, seeds)
     sae.init_b_dec(x_ND.mean(0))
+    sae.start_training(N)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     gens = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
     B = min(cfg.batch_size, N)

@@ -22,6 +22,7 @@ from husai.io import load_tensors, read_json, save_tensors, write_json
 from husai.sae.base import SAE
 from husai.sae.formats.common import Spec, build, check_tensors, fold_centering
 from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
+from husai.sae.registry import REGISTRY
 
 FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
 _BASE: Spec = {"W_enc": ("D", "F"), "W_dec": ("F", "D"), "b_dec": ("D",)}
@@ -121,5 +122,7 @@ def load(path: Path) -> SAE:
     norm = raw.get("normalize_activations") or "none"
     if norm != "none":
         raise HusaiError(f"{cfg_file}: normalize_activations={norm!r} is not supported")
-    t = check_tensors(tensors, SPECS[arch], weights_file)
+    # husai architectures saved as another SAELens one (batchtopk → jumprelu) use its tensors
+    spec = SPECS.get(arch) or SPECS[FROM_SAELENS[REGISTRY[arch].saelens_architecture]]
+    t = check_tensors(tensors, spec, weights_file)
     return build(arch, _to_husai(arch, t, raw), weights_file, seed=seed, cfg=cfg, **fields)

@@ -1,0 +1,151 @@
+"""BatchTopK SAE (Bussmann et al. 2024): top k·B codes over the whole batch, per seed.
+
+Training: of the B·F ReLU'd pre-activations of a batch, the k·B largest are kept (per seed,
+so seeds stay independent), so inputs get k active latents on average. Like TopK's path,
+only the kept entries are touched after the one dense forward matmul (`_BatchTopKEncode`).
+A global threshold θ per seed tracks the smallest kept positive activation: θ ← θ +
+r·(m − θ) after each step, with r = max(1/t, 0.01) (a running mean for the first 100 steps,
+then an EMA with sae-lens's `topk_threshold_lr` 0.01). Inference is JumpReLU with that
+threshold, codes = ReLU(pre) · 1[pre > θ], which is how sae-lens saves BatchTopK SAEs:
+architecture "jumprelu" with `threshold` = θ for every latent (so sae-lens loads husai's
+directory as a JumpReLU SAE). The threshold is stored as an [S, F] parameter that gets no
+gradient. AuxK (`auxk_coefficient`) works as for TopK.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from husai.config import SAEConfig
+from husai.sae.registry import register
+from husai.sae.topk import TopKSAE
+
+THRESHOLD_LR = 0.01  # sae-lens's topk_threshold_lr
+
+
+class _BatchTopKEncode(torch.autograd.Function):
+    """(x [S,B,D], b_dec, W_enc [S,F,D], b_enc, n) → (the n largest ReLU'd pre-activations
+    of each seed's batch [S, n], their flat latent index into the S·F stacked latents, their
+    flat sample index into the S·B stacked inputs); the backward touches only those."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, n: int):  # type: ignore[override]
+        S, F, D = W_enc.shape
+        B = x.shape[1]
+        x_c = x - b_dec.unsqueeze(1)
+        pre_SBF = torch.bmm(x_c, W_enc.transpose(1, 2)).add_(b_enc.unsqueeze(1))
+        vals_SN, idx_SN = pre_SBF.reshape(S, B * F).topk(n, dim=-1)
+        vals_SN = vals_SN.clamp_min_(0)
+        s = torch.arange(S, device=x.device).view(S, 1)
+        latent_SN = idx_SN % F + s * F
+        sample_SN = idx_SN // F + s * B
+        ctx.save_for_backward(x_c, W_enc, latent_SN, sample_SN, vals_SN)
+        ctx.mark_non_differentiable(latent_SN, sample_SN)
+        return vals_SN, latent_SN, sample_SN
+
+    @staticmethod
+    def backward(ctx: Any, grad_SN: Tensor, _g1: Tensor | None, _g2: Tensor | None):  # type: ignore[override]
+        x_c, W_enc, latent_SN, sample_SN, vals_SN = ctx.saved_tensors
+        S, F, D = W_enc.shape
+        B = x_c.shape[1]
+        g = (grad_SN * (vals_SN > 0)).reshape(-1)
+        lat, smp = latent_SN.reshape(-1), sample_SN.reshape(-1)
+        g_SF = W_enc.new_zeros(S * F).index_add_(0, lat, g).view(S, F)
+        W_flat = W_enc.reshape(S * F, D)
+        grad_x = grad_b_dec = grad_W = None
+        if ctx.needs_input_grad[0]:
+            rows = g.unsqueeze(-1) * W_flat[lat]
+            grad_x = x_c.new_zeros(S * B, D).index_add_(0, smp, rows).view(S, B, D)
+        if ctx.needs_input_grad[1]:
+            grad_b_dec = -torch.bmm(g_SF.unsqueeze(1), W_enc).squeeze(1)
+        if ctx.needs_input_grad[2]:
+            rows = g.unsqueeze(-1) * x_c.reshape(S * B, D)[smp]
+            grad_W = W_enc.new_zeros(S * F, D).index_add_(0, lat, rows).view(S, F, D)
+        grad_b_enc = g_SF if ctx.needs_input_grad[3] else None
+        return grad_x, grad_b_dec, grad_W, grad_b_enc, None
+
+
+@register
+class BatchTopKSAE(TopKSAE):
+    architecture = "batchtopk"
+    saelens_architecture = "jumprelu"
+    uses_k = True
+
+    def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
+        super().__init__(cfg, d_in, seeds)
+        self.threshold = nn.Parameter(torch.zeros(self.n_seeds, self.d_sae), requires_grad=False)
+        self.register_buffer(
+            "threshold_updates", torch.zeros(self.n_seeds, dtype=torch.long), persistent=False
+        )
+
+    def activation(self, pre_SBF: Tensor) -> Tensor:
+        """Inference: JumpReLU with the learned global threshold."""
+        return torch.relu(pre_SBF) * (pre_SBF > self.threshold.unsqueeze(1))
+
+    def batch_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Training codes: (values [S, N], flat latent [S, N], flat sample [S, N]), N = k·B."""
+        x = self._stack(x_SBD)
+        n = min(self.cfg.k * x.shape[1], x.shape[1] * self.d_sae)
+        return _BatchTopKEncode.apply(x, self.b_dec, self.W_enc, self.b_enc, n)
+
+    def batch_encode_dense(self, x_SBD: Tensor) -> Tensor:
+        """Training codes as a dense [S, B, F] tensor (for inspection and tests)."""
+        x = self._stack(x_SBD)
+        vals, lat, smp = self.batch_encode(x)
+        S, B = x.shape[:2]
+        out = vals.new_zeros(S * B, self.d_sae)
+        out[smp.reshape(-1), lat.reshape(-1) % self.d_sae] = vals.reshape(-1)
+        return out.view(S, B, self.d_sae)
+
+    def batch_contributions(self, vals: Tensor, lat: Tensor) -> Tensor:
+        """[S·N, D]: each kept code times its decoder row."""
+        W = self.W_dec.reshape(-1, self.d_in)
+        return vals.reshape(-1, 1) * W[lat.reshape(-1)]
+
+    def batch_decode(self, vals: Tensor, lat: Tensor, smp: Tensor, B: int) -> Tensor:
+        S = self.n_seeds
+        out = vals.new_zeros(S * B, self.d_in).index_add(
+            0, smp.reshape(-1), self.batch_contributions(vals, lat)
+        )
+        return out.view(S, B, self.d_in) + self.b_dec.unsqueeze(1)
+
+    def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        x_SBD = self._stack(x_SBD)
+        vals, lat, smp = self.batch_encode(x_SBD)
+        recon = self.batch_decode(vals, lat, smp, x_SBD.shape[1])
+        mse = (recon - x_SBD).pow(2).sum(-1).mean(-1)
+        aux = self.auxk_loss(x_SBD, recon)
+        parts = self._parts(mse, aux, vals, lat)
+        return mse + self.cfg.auxk_coefficient * aux, parts
+
+    def _parts(self, mse: Tensor, aux: Tensor, vals: Tensor, lat: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            min_kept = torch.where(vals > 0, vals, torch.inf).amin(-1)
+        return {
+            "mse": mse.detach(),
+            "penalty": torch.zeros_like(mse),
+            "auxk": aux.detach(),
+            "fired": self.fired(vals, lat),
+            "min_kept": min_kept.detach(),
+        }
+
+    @torch.no_grad()
+    def after_step(self, parts: dict[str, Tensor], n_tokens: int) -> None:
+        super().after_step(parts, n_tokens)
+        m_S = parts["min_kept"]
+        ok = torch.isfinite(m_S)
+        self.threshold_updates.add_(ok.long())
+        rate = (1.0 / self.threshold_updates.clamp_min(1).double()).clamp_min(THRESHOLD_LR)
+        theta = self.threshold[:, 0].double()
+        new = torch.where(ok, theta + rate * (m_S.double() - theta), theta)
+        self.threshold.copy_(new.float().unsqueeze(1).expand_as(self.threshold))
+
+    def start_training(self, n_train: int) -> None:
+        super().start_training(n_train)
+        self.threshold_updates.zero_()
+
+    def extra_cfg(self) -> dict[str, object]:
+        return {}
