@@ -247,7 +247,9 @@ def extract(
 def train_sae_cmd(
     activations: Annotated[Path, typer.Argument(help="activation file (.safetensors)")],
     out: Annotated[Path, typer.Option(help="directory; one seed_<n>/ per seed")],
-    architecture: Annotated[str, typer.Option(help="topk | relu")] = "topk",
+    architecture: Annotated[
+        str, typer.Option(help="topk | relu | batchtopk | matryoshka | jumprelu | gated")
+    ] = "topk",
     d_sae: Annotated[int, typer.Option(help="latents")] = 1024,
     k: Annotated[int, typer.Option(help="TopK k")] = 32,
     l1_coefficient: Annotated[float, typer.Option(help="ReLU L1 weight")] = 3e-3,

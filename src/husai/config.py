@@ -105,7 +105,10 @@ class SAEConfig(Strict):
     """One SAE configuration; trained once per seed (all seeds together as an ensemble)."""
 
     name: str | None = Field(None, description="label in reports (default: architecture)")
-    architecture: str = Field("topk", description="registered architecture: topk, relu")
+    architecture: str = Field(
+        "topk",
+        description="registered architecture: topk, relu, batchtopk, matryoshka, jumprelu, gated",
+    )
     d_sae: int | None = Field(1024, gt=0, description="number of latents")
     expansion_factor: float | None = Field(
         None, gt=0, description="d_sae = expansion_factor × d_in (used when d_sae is null)"
