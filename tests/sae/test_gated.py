@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from _sae_truth import train_on_synthetic_truth
 
 from husai.config import SAEConfig
 from husai.metrics.recovery import recovery
-from husai.sae import build_sae, load, save, train_sae
-from husai.synthetic import SyntheticConfig, generate
+from husai.sae import build_sae, load, save
 
 # matched on the synthetic truth below (true L0 = 2): gives L0 3.23, MCC 0.84, EV 0.90
 TARGET_L0 = 3.0
@@ -55,16 +55,7 @@ def test_aux_loss_does_not_train_the_decoder() -> None:
 
 @pytest.fixture(scope="module")
 def trained():
-    x, true_FD, _ = generate(
-        SyntheticConfig(n_features=32, d=16, k_active=2, n_samples=8000, noise_std=0)
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: one thread is several times faster
-    try:
-        sae, _ = train_sae(CFG, x, [0])
-    finally:
-        torch.set_num_threads(threads)
-    return sae, x, true_FD
+    return train_on_synthetic_truth(CFG)
 
 
 def test_recovers_synthetic_truth_at_target_l0(trained) -> None:

@@ -1,0 +1,23 @@
+"""Shared helper for the architecture tests (pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import torch
+
+from husai.config import SAEConfig
+from husai.sae import SAE, train_sae
+from husai.synthetic import SyntheticConfig, generate
+
+TRUTH = SyntheticConfig(n_features=32, d=16, k_active=2, n_samples=8000, noise_std=0)
+
+
+def train_on_synthetic_truth(cfg: SAEConfig) -> tuple[SAE, torch.Tensor, torch.Tensor]:
+    """Train one seed on a small sparse data set with known features: (sae, x, true_FD)."""
+    x, true_FD, _ = generate(TRUTH)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: one thread is several times faster
+    try:
+        sae, _ = train_sae(cfg, x, [0])
+    finally:
+        torch.set_num_threads(threads)
+    return sae, x, true_FD
