@@ -97,7 +97,7 @@ def test_recovers_synthetic_ground_truth(arch: str, extra: dict, synthetic) -> N
 
 @pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
 def test_saelens_loads_as_jumprelu(arch: str, tmp_path) -> None:
-    sae_lens = pytest.importorskip("sae_lens")
+    sae_lens = pytest.importorskip("sae_lens", reason="needs the interop extra (sae-lens)")
     x = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
     sae, _ = train_sae(SAEConfig(architecture=arch, d_sae=24, k=3, epochs=3), x, [1])
     assert sae.threshold[0, 0] > 0

@@ -88,7 +88,7 @@ def test_save_load_exact_and_saelens_forward(trained, tmp_path: Path) -> None:
     for name, p in sae.named_parameters():
         assert torch.equal(p, getattr(back, name)), name
     assert torch.equal(back(x[:64]), sae(x[:64]))
-    sae_lens = pytest.importorskip("sae_lens")
+    sae_lens = pytest.importorskip("sae_lens", reason="needs the interop extra (sae-lens)")
     lib = sae_lens.SAE.load_from_disk(tmp_path / "s")
     with torch.no_grad():
         assert torch.allclose(lib.encode(x[:256]), sae.encode(x[:256])[0], atol=1e-5)
