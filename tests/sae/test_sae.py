@@ -8,9 +8,8 @@ import torch
 from husai.config import SAEConfig
 from husai.errors import HusaiError
 from husai.sae import REGISTRY, SAE, build_sae, load, save, train_sae
-from husai.sae.inference_only import InferenceOnly
 
-ARCHS = sorted(a for a, cls in REGISTRY.items() if not issubclass(cls, InferenceOnly))
+ARCHS = sorted(REGISTRY)
 
 
 def _data(n: int = 512, d: int = 16, seed: int = 0) -> torch.Tensor:

@@ -20,7 +20,7 @@ def register(cls: T) -> T:
     return cls
 
 
-NOT_ARCHITECTURES = {"base", "registry", "io", "trainer", "formats", "inference_only"}
+NOT_ARCHITECTURES = {"base", "registry", "io", "trainer", "formats"}
 
 
 def _load_builtin() -> None:
