@@ -21,3 +21,14 @@ def train_on_synthetic_truth(cfg: SAEConfig) -> tuple[SAE, torch.Tensor, torch.T
     finally:
         torch.set_num_threads(threads)
     return sae, x, true_FD
+
+
+def recovery_l0_ev(sae: SAE, x: torch.Tensor, true_FD: torch.Tensor) -> tuple[float, float, float]:
+    """(recovery Hungarian MCC, mean L0, explained variance) of a one-seed SAE on x."""
+    from husai.metrics import recovery
+
+    with torch.no_grad():
+        codes = sae.encode(x)
+        l0 = (codes > 0).sum(-1).float().mean().item()
+        ev = 1 - (sae.decode(codes)[0] - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    return recovery(true_FD, sae.W_dec[0].detach())["hungarian_mcc"], l0, float(ev)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _sae_truth import train_on_synthetic_truth
+from _sae_truth import recovery_l0_ev, train_on_synthetic_truth
 
 from husai.config import SAEConfig
-from husai.metrics.recovery import recovery
 from husai.sae import build_sae, load, save
 
 # matched on the synthetic truth below (true L0 = 2): gives L0 2.50, MCC 0.88, EV 0.92
@@ -68,12 +67,8 @@ def trained():
 
 
 def test_recovers_synthetic_truth_at_target_l0(trained) -> None:
-    sae, x, true_FD = trained
-    with torch.no_grad():
-        codes = sae.encode(x)
-        l0 = (codes > 0).sum(-1).float().mean().item()
-        ev = 1 - (sae.decode(codes)[0] - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
-    mcc = recovery(true_FD, sae.W_dec[0].detach())["hungarian_mcc"]
+    mcc, l0, ev = recovery_l0_ev(*trained)
+    sae = trained[0]
     assert mcc >= 0.8, mcc
     assert abs(l0 - TARGET_L0) <= 0.2 * TARGET_L0, l0
     assert ev > 0.85, ev
