@@ -76,6 +76,19 @@ def test_sparse_path_matches_dense_autograd() -> None:
         assert torch.allclose(g, getattr(sae, n).grad, atol=1e-5), n
 
 
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+def test_threshold_calibrated_so_inference_l0_is_k(arch: str) -> None:
+    x = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    sae, _ = train_sae(SAEConfig(architecture=arch, d_sae=24, k=3, epochs=2), x, [1, 2])
+    with torch.no_grad():
+        pre = sae.pre_acts(x)
+        codes = sae.encode(x)
+    for s in range(2):  # brute force: θ is the (k·n + 1)-th largest pre-activation
+        theta = pre[s].flatten().sort(descending=True).values[3 * 300]
+        assert sae.threshold[s].eq(theta).all()
+        assert (codes[s] > 0).sum() == 3 * 300
+
+
 @pytest.fixture(scope="module")
 def synthetic():
     cfg = SyntheticConfig(n_features=32, d=16, k_active=2, n_samples=8000, noise_std=0)

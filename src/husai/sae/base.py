@@ -103,6 +103,11 @@ class SAE(nn.Module):
         latent counters, BatchTopK's threshold). Default: nothing."""
 
     @torch.no_grad()
+    def finish_training(self, x_ND: Tensor) -> None:
+        """Called by the trainer once after the last step with the training activations
+        (e.g. BatchTopK's inference threshold). Default: nothing."""
+
+    @torch.no_grad()
     def init_b_dec(self, mean_D: Tensor) -> None:
         self.b_dec.copy_(mean_D.expand_as(self.b_dec))
 

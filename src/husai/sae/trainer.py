@@ -80,4 +80,5 @@ def train_sae(
                 mse = train_step(sae, opt, x_ND[order_SN[:, i * B : (i + 1) * B]], step)
                 if progress is not None:
                     progress(step + 1, total)
+        sae.finish_training(x_ND)
     return sae, {"final_train_mse": [float(v) for v in mse], "steps": [total] * len(seeds)}
