@@ -197,6 +197,7 @@ def compare_to_baseline(
 SEED_PERCENTILE = "seed bootstrap (resample seeds), percentile"
 SEED_BCA = "seed bootstrap (resample seeds), BCa"
 SEED_DEGENERATE = "none (only one pair of seeds or all pair scores equal: CI collapses to the mean)"
+_TIE = 1e-12  # relative tolerance for "equal up to rounding" in the BCa constants
 _CHUNK = 1 << 20  # draws (resamples x seeds) per batch, bounds memory for many seeds
 
 
@@ -314,14 +315,19 @@ def _bca(
     """Two-sided BCa interval for any statistic (Efron & Tibshirani 1993, 14.3; as in
     ``scipy.stats.bootstrap``): ``boot`` is its bootstrap distribution, ``jack`` its jackknife
     (leave-one-unit-out) values. Returns ``(low, high, z0, acceleration)``, or ``None`` when
-    the bias correction is infinite (``theta_hat`` outside the bootstrap distribution). The
-    acceleration is 0 when all jackknife values are equal."""
+    the bias correction is infinite (``theta_hat`` outside the bootstrap distribution).
+
+    Unlike scipy, values within a relative ``_TIE`` of ``theta_hat`` count as ties (half below)
+    and jackknife values that agree within ``_TIE`` give acceleration 0: resamples that equal
+    the estimate mathematically (e.g. drawing every seed once) differ from it by rounding, and
+    the BCa constants must not depend on that."""
     b = boot.size
-    below = (np.count_nonzero(boot < theta_hat) + np.count_nonzero(boot <= theta_hat)) / (2 * b)
-    z0 = float(stats.norm.ppf(below))
+    tol = _TIE * max(abs(theta_hat), float(np.abs(boot).max()))
+    below = np.count_nonzero(boot < theta_hat - tol) + np.count_nonzero(boot <= theta_hat + tol)
+    z0 = float(stats.norm.ppf(below / (2 * b)))
     u = jack.mean() - jack
-    den = float(np.sum(u**2))
-    a = float(np.sum(u**3) / (6 * den**1.5)) if den > 0 else 0.0
+    flat = np.abs(u).max() <= _TIE * float(np.abs(jack).max())
+    a = 0.0 if flat else float(np.sum(u**3) / (6 * float(np.sum(u**2)) ** 1.5))
     if not (math.isfinite(z0) and math.isfinite(a)):
         return None
     z = stats.norm.ppf((1 - level) / 2)
@@ -344,7 +350,8 @@ def seed_bootstrap_ci(
 ) -> dict[str, Any]:
     """CI of the mean pairwise score over S seeds that resamples seeds, not pairs.
 
-    ``pair_matrix``: symmetric S x S scores (diagonal ignored, may hold anything) or a dict
+    ``pair_matrix``: symmetric S x S scores (diagonal ignored, may hold anything; e.g.
+    ``pairwise(dicts)["pwmcc"]["matrix"]``) or a dict
     ``{(seed_i, seed_j): score}`` covering every pair of distinct seeds (either order; ``(i, i)``
     keys ignored). The statistic is the mean over the S(S-1)/2 distinct pairs. The S(S-1)/2
     pairs are not independent (each seed is in S-1 of them), so an i.i.d. bootstrap over pairs
@@ -435,7 +442,8 @@ def permutation_test(
     ``"greater"`` (default, one-sided), ``"less"`` or ``"two-sided"``.
 
     Returns ``{"delta", "p_value", "alternative", "exact", "n_permutations", "n_trained",
-    "n_random", "method"}``. Constant pooled values give delta 0 and p-value 1.
+    "n_random", "method"}``. Constant pooled values give delta 0 and p-value 1. Each group
+    needs at least 2 values (as in scipy).
     Note the pair scores of one set of seeds are not independent (see ``seed_bootstrap_ci``),
     so with pairwise scores this is exact only under exchangeability of the pairs.
     """
@@ -445,18 +453,21 @@ def permutation_test(
             f"alternative must be one of {', '.join(_ALTERNATIVES)}, got {alternative!r}"
         )
     t, r = _values(trained, "trained"), _values(random, "random")
-    n_split = math.comb(t.size + r.size, t.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = stats.permutation_test(
-            (t, r),
-            _mean_diff,
-            permutation_type="independent",
-            vectorized=True,
-            n_resamples=n_resamples,
-            alternative=alternative,
-            rng=np.random.default_rng(seed),
+    if t.size < 2 or r.size < 2:
+        raise HusaiError(
+            "permutation_test needs at least 2 values per group, got "
+            f"{t.size} trained and {r.size} random"
         )
+    n_split = math.comb(t.size + r.size, t.size)
+    res = stats.permutation_test(
+        (t, r),
+        _mean_diff,
+        permutation_type="independent",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative=alternative,
+        rng=np.random.default_rng(seed),
+    )
     exact = n_split <= n_resamples
     sided = "two-sided" if alternative == "two-sided" else "one-sided"
     return {
@@ -494,6 +505,8 @@ def holm(
         raise HusaiError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
     keys = list(p_values) if isinstance(p_values, Mapping) else None
     raw = [p_values[k] for k in keys] if keys is not None else p_values
+    if isinstance(raw, Sequence) and any(v is None for v in raw):
+        raise HusaiError("p_values contains None (an undefined test?); drop it from the family")
     try:
         p = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as e:
