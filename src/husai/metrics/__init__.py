@@ -5,7 +5,8 @@ Consistency (higher = more consistent): ``best_match``, ``pwmcc``, ``shared_frac
 sparse top-m), ``Matching``; per latent / activations: ``per_latent_best``,
 ``MatchedCorrelation``, ``matched_correlation``, ``shared_latent_rate`` (Paulo & Belrose);
 subspace stability: ``subspace_similarity``; null baseline: ``random_dictionaries``; statistics:
-``bootstrap_ci``, ``compare_to_baseline``; SAE quality: ``mse``, ``explained_variance``,
+``bootstrap_ci``, ``compare_to_baseline``, ``seed_bootstrap_ci`` (resamples seeds, percentile
+or BCa), ``permutation_test``, ``holm``; SAE quality: ``mse``, ``explained_variance``,
 ``mean_l0``, ``firing_counts``, ``dead_fraction``, ``loss_recovered``; ground truth:
 ``recovery``; data: ``effective_rank``.
 """
@@ -36,7 +37,13 @@ from husai.metrics.quality import (
 )
 from husai.metrics.recovery import recovery
 from husai.metrics.spectrum import effective_rank
-from husai.metrics.stats import bootstrap_ci, compare_to_baseline
+from husai.metrics.stats import (
+    bootstrap_ci,
+    compare_to_baseline,
+    holm,
+    permutation_test,
+    seed_bootstrap_ci,
+)
 from husai.metrics.subspace import subspace_similarity
 
 __all__ = [
@@ -53,6 +60,7 @@ __all__ = [
     "effective_rank",
     "explained_variance",
     "firing_counts",
+    "holm",
     "hungarian_mcc",
     "loss_recovered",
     "matched_correlation",
@@ -60,9 +68,11 @@ __all__ = [
     "mse",
     "pairwise",
     "per_latent_best",
+    "permutation_test",
     "pwmcc",
     "random_dictionaries",
     "recovery",
+    "seed_bootstrap_ci",
     "shared_fraction",
     "shared_latent_rate",
     "subspace_similarity",
