@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from husai.errors import HusaiError
 from husai.toy import (
     class_mean_structure,
+    distinct_directions,
     embedding_structure,
     fourier_fit,
     fourier_row_labels,
@@ -121,6 +122,17 @@ def test_fourier_features_unit_variance_and_nyquist():
         fourier_fit(torch.randn(5, 2), torch.arange(6), 12, [1])
 
 
+def test_distinct_directions_drops_zero_and_parallel_rows():
+    e = torch.eye(3)
+    rows = torch.stack([e[0], -2 * e[0], 0 * e[0], e[1], e[0] + 1e-3 * e[1], e[0] + e[2]])
+    kept, idx = distinct_directions(rows)
+    assert idx.tolist() == [0, 3, 5]
+    torch.testing.assert_close(kept, rows[[0, 3, 5]])
+    assert distinct_directions(rows, max_cos=0.7)[1].tolist() == [0, 3]  # cos(e0, e0+e2) ≈ 0.707
+    with pytest.raises(HusaiError, match="directions"):
+        distinct_directions(torch.ones(3))
+
+
 def brute_recovery(truth: np.ndarray, w: np.ndarray, t: float) -> tuple[float, float]:
     """Best injection of truth rows into decoder rows (T <= F) by enumeration."""
     u = truth / np.linalg.norm(truth, axis=1, keepdims=True)
@@ -170,7 +182,10 @@ def test_summary_on_grokked_model(grokked_toy):
     cm = post["class_means"]["variance_explained"]
     assert cm > 0.7  # the answer dominates
     assert post["answer_fourier"]["variance_explained_key"] > 0.9 * cm  # mostly key freqs
-    assert s["hooks"]["blocks.0.attn_out"]["input_fourier"]["variance_explained_key"] > 0.7
+    attn = s["hooks"]["blocks.0.attn_out"]["input_fourier"]
+    assert attn["variance_explained_key"] > 0.7
+    # attention splits evenly between a and b, so their rows share directions
+    assert attn["n_distinct_directions"] < attn["n_directions"] == 4 * len(s["key_frequencies"])
     assert s["embedding"]["variance_explained"] > 0.85
 
 

@@ -12,6 +12,7 @@ from husai.toy.fourier import (
 from husai.toy.model import ToyTransformer
 from husai.toy.structure import (
     class_mean_structure,
+    distinct_directions,
     embedding_structure,
     fourier_fit,
     fourier_row_labels,
@@ -24,6 +25,7 @@ from husai.toy.train import load_checkpoint, save_checkpoint, train_toy
 __all__ = [
     "ToyTransformer",
     "class_mean_structure",
+    "distinct_directions",
     "embedding_frequency_norms",
     "embedding_structure",
     "fourier_basis",

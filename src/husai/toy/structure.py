@@ -18,7 +18,9 @@ and ω_k = 2πk/n. Activations X are centred over the grid. The structures:
   resid_post).
 - **input Fourier** (`basis="inputs"`): the same regression on the features of a and of b
   (rows: all of a's (cos k, sin k), then all of b's). What attention moves into the answer
-  position, hence the natural truth at attn_out and resid_mid (the MLP's input).
+  position, hence the natural truth at attn_out and resid_mid (the MLP's input). A grokked
+  add model attends evenly to a and b, so a's and b's rows nearly coincide: pass them through
+  `distinct_directions` before recovery.
 - **embedding** (`embedding_structure`): the key-frequency Fourier components of the
   number-token embeddings, (fourier basis row) @ W_E. At the answer position `embed` and
   `blocks.0.resid_pre` are constant (the token is always `=`), so this is the truth for SAEs
@@ -254,6 +256,24 @@ def embedding_structure(model: torch.nn.Module, key_freqs: Iterable[int]) -> tup
     return _unit(comp[sel], w - w.mean(dim=0)), share
 
 
+def distinct_directions(directions: ArrayLike, max_cos: float = 0.99) -> tuple[Tensor, Tensor]:
+    """Rows [K, D] kept greedily in order, dropping zero rows and any row whose |cos| with a
+    kept row exceeds max_cos; also their indices [K]. Duplicated truth rows cap Hungarian
+    recovery (one decoder row matches one truth row): at attn_out, a's and b's rows of the
+    input basis can coincide (one head moves both numbers' frequency into one direction)."""
+    t = _tensor(directions, "directions").to(torch.float64)
+    if t.ndim != 2:
+        raise HusaiError(f"directions must be [T, D], got shape {tuple(t.shape)}")
+    norm = t.norm(dim=1)
+    u = t / norm.clamp_min(1e-300)[:, None]
+    keep: list[int] = []
+    for i in range(len(t)):
+        if norm[i] > 0 and all(abs(float(u[i] @ u[j])) <= max_cos for j in keep):
+            keep.append(i)
+    idx = torch.tensor(keep, dtype=torch.long)
+    return t[idx].to(torch.float32), idx
+
+
 def model_key_frequencies(model: torch.nn.Module, mass: float = 0.9) -> list[int]:
     """Key frequencies of the model's embedding, as `husai.toy.fourier_summary` finds them."""
     return key_frequencies(embedding_frequency_norms(model.W_E, model.cfg.p, model.cfg.op), mass)
@@ -261,11 +281,12 @@ def model_key_frequencies(model: torch.nn.Module, mass: float = 0.9) -> list[int
 
 def _fourier_entry(x: Tensor, grid: Grid, basis: Basis, key: list[int]) -> dict[str, Any]:
     phases = _phases(grid, basis)
-    variables = ("c",) if basis == "answer" else ("a", "b")
+    dirs, r2_key = fourier_fit(x, phases, grid.n, key)
     return {
-        "variance_explained_key": fourier_fit(x, phases, grid.n, key)[1],
+        "variance_explained_key": r2_key,
         "variance_explained_all": fourier_fit(x, phases, grid.n, range(1, grid.n // 2 + 1))[1],
-        "n_directions": len(fourier_row_labels(grid.n, key, variables)),
+        "n_directions": int(dirs.shape[0]),
+        "n_distinct_directions": int(distinct_directions(dirs)[0].shape[0]),
     }
 
 
@@ -299,8 +320,9 @@ def structure_summary(
     key_freqs defaults to the embedding's key frequencies at cfg.train.fourier_mass (0.9 for
     a ToyModelConfig). Per hook ("hooks"): width, total_variance (mean squared norm of the
     centred rows), constant, class_means {variance_explained, n_directions}, answer_fourier
-    and input_fourier {variance_explained_key, variance_explained_all, n_directions}; the
-    last three are None for a constant hook. Also "embedding" {variance_explained,
+    and input_fourier {variance_explained_key, variance_explained_all, n_directions,
+    n_distinct_directions (`distinct_directions` at |cos| 0.99)}; the last three are None for
+    a constant hook. Also "embedding" {variance_explained,
     n_directions} for the number-token embeddings (SAEs on embed/resid_pre at every position).
     """
     mc = _model_cfg(model, cfg)
@@ -330,7 +352,8 @@ def recovery_against(
     Per seed, `husai.metrics.recovery`: hungarian_mcc (one-to-one matched |cos| summed over
     pairs / T), mean_max_cos, fraction_recovered (best |cos| > threshold). Returns their
     means over seeds, "per_seed" (a list of those three per seed), threshold, n_true,
-    n_latents, n_seeds. A zero truth row (an absent direction) raises.
+    n_latents, n_seeds. A zero truth row (an absent direction) raises; near-duplicate truth
+    rows cap hungarian_mcc (see `distinct_directions`).
     """
     from husai.metrics.recovery import recovery
 
