@@ -158,6 +158,17 @@ class SAEConfig(Strict):
     jumprelu_init_threshold: float = Field(
         0.001, ge=0, description="JumpReLU: initial threshold of every latent (absolute)"
     )
+    init: Literal["random", "data"] = Field(
+        "random",
+        description="decoder init: random unit rows, or unit directions of sampled, centred "
+        "training rows (encoder tied to the decoder either way)",
+    )
+    resample_every_epochs: int = Field(
+        0,
+        ge=0,
+        description="resample dead latents (Bricken et al. 2023) after every n-th epoch of the "
+        "first half of training; 0 = off",
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     epochs: int = Field(20, gt=0, description="passes over the activation set")
     batch_size: int = Field(256, gt=0, description="activations per step")

@@ -14,6 +14,13 @@ min(1, n_dead / aux_k) · ‖e − ê‖² (summed over D, mean over B: the MSE'
 sparsify divides both terms by the input variance, which leaves their ratio unchanged), and
 it is added × `auxk_coefficient` (Gao et al.: 1/32). Only the pre-activations of latents that
 are dead in some seed are computed, densely.
+
+Measured on the default toy model (d_sae 1024, k 32): AuxK as published RAISES the dead
+fraction (0.11 → 0.15–0.56, whatever aux_k, coefficient or dead window): the dead latents'
+auxiliary reconstruction starts worse than reconstructing nothing (AuxK loss > ‖e‖²), so the
+gradient mostly shrinks their codes, and Adam moves the dead-only parameters at full speed
+whatever the coefficient. It stays off by default. (Resampling, `resample_every_epochs`,
+works for every architecture; see husai.sae.resample for its measured effect.)
 """
 
 from __future__ import annotations

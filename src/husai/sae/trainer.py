@@ -17,6 +17,7 @@ from husai.errors import HusaiError
 from husai.runtime import deterministic
 from husai.sae.base import SAE
 from husai.sae.registry import REGISTRY
+from husai.sae.resample import init_from_data, resample_dead, resample_due
 
 DATA_SEED_OFFSET = 1_000_003
 
@@ -64,6 +65,8 @@ def train_sae(
     check_finite(x_ND, "activations")
     N, D = x_ND.shape
     sae = build_sae(cfg, D, seeds)
+    if cfg.init == "data":
+        init_from_data(sae, x_ND)
     sae.init_b_dec(x_ND.mean(0))
     sae.start_training(N)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
@@ -72,6 +75,7 @@ def train_sae(
     per_epoch = N // B
     total = cfg.epochs * per_epoch
     mse = torch.zeros(len(seeds))
+    resampled = [0] * len(seeds)
     with deterministic():
         for epoch in range(cfg.epochs):
             order_SN = torch.stack([torch.randperm(N, generator=g) for g in gens])
@@ -80,5 +84,12 @@ def train_sae(
                 mse = train_step(sae, opt, x_ND[order_SN[:, i * B : (i + 1) * B]], step)
                 if progress is not None:
                     progress(step + 1, total)
+            if resample_due(cfg.epochs, cfg.resample_every_epochs, epoch):
+                n = resample_dead(sae, opt, x_ND, (epoch + 1) * per_epoch)
+                resampled = [a + b for a, b in zip(resampled, n, strict=True)]
         sae.finish_training(x_ND)
-    return sae, {"final_train_mse": [float(v) for v in mse], "steps": [total] * len(seeds)}
+    return sae, {
+        "final_train_mse": [float(v) for v in mse],
+        "steps": [total] * len(seeds),
+        "resampled_latents": resampled,
+    }
