@@ -23,6 +23,7 @@ class SAE(nn.Module):
     architecture: ClassVar[str]
     saelens_architecture: ClassVar[str]
     uses_k: ClassVar[bool] = False  # TopK family: config's k must be ≤ d_sae
+    coefficient_field: ClassVar[str | None] = None  # config field of the sparsity penalty
 
     def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
         super().__init__()
@@ -35,6 +36,9 @@ class SAE(nn.Module):
         self.W_dec = nn.Parameter(torch.empty(S, F, D))
         self.b_dec = nn.Parameter(torch.zeros(S, D))
         self.reset_parameters()
+        if self.coefficient_field:  # per-seed penalty weight (target_l0 adapts it)
+            value = float(getattr(cfg, self.coefficient_field))
+            self.register_buffer("coefficient", torch.full((S,), value), persistent=False)
 
     @property
     def n_seeds(self) -> int:

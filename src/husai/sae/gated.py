@@ -29,6 +29,7 @@ from husai.sae.registry import register
 class GatedSAE(SAE):
     architecture = "gated"
     saelens_architecture = "gated"
+    coefficient_field = "l1_coefficient"
     saelens_renames: ClassVar[dict[str, str]] = {"b_enc": "b_gate"}
 
     def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
@@ -58,7 +59,7 @@ class GatedSAE(SAE):
         mse = (self.decode(codes) - x_SBD).pow(2).sum(-1).mean(-1)
         gate_SBF = torch.relu(pi_gate)
         norms_SF = self.W_dec.norm(dim=-1)
-        penalty = self.cfg.l1_coefficient * (gate_SBF * norms_SF.unsqueeze(1)).sum(-1).mean(-1)
+        penalty = self.coefficient * (gate_SBF * norms_SF.unsqueeze(1)).sum(-1).mean(-1)
         frozen = torch.baddbmm(self.b_dec.detach().unsqueeze(1), gate_SBF, self.W_dec.detach())
         aux = (frozen - x_SBD).pow(2).sum(-1).mean(-1)
         parts = {"mse": mse.detach(), "penalty": penalty.detach(), "aux": aux.detach()}

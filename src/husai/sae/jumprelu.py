@@ -70,6 +70,7 @@ class _Step(torch.autograd.Function):
 class JumpReLUSAE(SAE):
     architecture = "jumprelu"
     saelens_architecture = "jumprelu"
+    coefficient_field = "l0_coefficient"
 
     def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
         super().__init__(cfg, d_in, seeds)
@@ -93,7 +94,7 @@ class JumpReLUSAE(SAE):
         codes = _JumpReLU.apply(pre, theta, eps)
         mse = (self.decode(codes) - x_SBD).pow(2).sum(-1).mean(-1)
         l0 = _Step.apply(pre, theta, eps).sum(-1).mean(-1)
-        penalty = self.cfg.l0_coefficient * l0
+        penalty = self.coefficient * l0
         parts = {"mse": mse.detach(), "penalty": penalty.detach(), "l0": l0.detach()}
         return mse + penalty, parts
 
