@@ -8,7 +8,7 @@ An SAE (`d_out=None`) reconstructs its input: O = D, and b_dec is also subtracte
 input before encoding (SAELens's `apply_b_dec_to_input`). A transcoder (`d_out` given, even
 if equal to d_in) maps the input x to a target y read at another hook: `loss(x, y)` scores
 decode(encode(x)) against y, b_dec is only the output's bias, and the input is not centred
-(as SAELens's transcoders; the trainer starts b_enc at −W_enc·mean(x) instead). Every
+(as SAELens's transcoders; `init_from_data` starts b_enc at −W_enc·mean(x) instead). Every
 architecture is both: they share this forward and differ only in the activation and loss.
 Each seed's initial weights come from its own `torch.Generator`, and the loss is a sum
 of per-seed losses, so seed s of an ensemble follows the same trajectory it would alone.
@@ -163,6 +163,31 @@ class SAE(nn.Module):
     def init_b_enc(self, mean_D: Tensor) -> None:
         """b_enc ← −W_enc·mean_D: a transcoder's encoder starts on centred inputs."""
         self.b_enc.copy_(-(self.W_enc @ mean_D.to(self.W_enc)))
+
+    @torch.no_grad()
+    def init_from_data(self, x_ND: Tensor, y_NO: Tensor | None = None) -> None:
+        """Data-dependent init (the trainer's). An SAE: b_dec ← mean(x). A transcoder:
+        b_dec ← mean(y), b_enc ← −W_enc·mean(x), and each decoder row ← the unit direction
+        of W_enc[f] Σ_xy (Σ_xy the x–y cross-covariance [D, O]): the direction of the first
+        gradient step of a zero decoder row for the linear code W_enc[f]·(x − mean x),
+        i.e. the target that the latent's input direction predicts (for y = x, Σ_xx rather
+        than an SAE's tied init). Rows where that is ~0 keep their random init."""
+        if not self.transcoder:
+            self.init_b_dec(x_ND.mean(0))
+            return
+        if y_NO is None:
+            raise ValueError("a transcoder's init needs its targets y")
+        mx, my = x_ND.double().mean(0), y_NO.double().mean(0)
+        cov_DO = torch.zeros(self.d_in, self.d_out, dtype=torch.float64)
+        for i in range(0, len(x_ND), 65536):  # in float64, a chunk at a time
+            xc, yc = x_ND[i : i + 65536].double() - mx, y_NO[i : i + 65536].double() - my
+            cov_DO += xc.T @ yc
+        w_SFO = self.W_enc.double() @ (cov_DO / len(x_ND))
+        norm = w_SFO.norm(dim=-1, keepdim=True)
+        ok = norm > 1e-12 * norm.amax(dim=1, keepdim=True)
+        self.W_dec.copy_(torch.where(ok, w_SFO / norm.clamp_min(1e-300), self.W_dec.double()))
+        self.init_b_dec(y_NO.mean(0))
+        self.init_b_enc(x_ND.mean(0))
 
     @torch.no_grad()
     def remove_parallel_grads(self) -> None:
