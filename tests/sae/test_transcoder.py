@@ -117,9 +117,11 @@ def test_every_architecture_trains_as_a_transcoder(arch: str) -> None:
     norms = ens.W_dec.norm(dim=-1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     init = build_sae(_cfg(arch), D_IN, [5, 6], d_out=D_OUT)
-    init.init_from_data(x, y)
+    init.fit_init(x, y)
     with torch.no_grad():
         assert ens.loss(x, y)[1]["mse"].max() < init.loss(x, y)[1]["mse"].min()
+        if arch in ("batchtopk", "matryoshka"):  # θ calibrated on the (uncentred) inputs
+            assert ((ens.encode(x) > 0).sum((1, 2)) == 3 * len(x)).all()
     for s, seed in enumerate([5, 6]):  # the ensemble is the seeds trained one at a time
         alone, _ = train_sae(_cfg(arch, **extra), x, [seed], y_ND=y)
         for name, p in alone.named_parameters():

@@ -8,7 +8,7 @@ An SAE (`d_out=None`) reconstructs its input: O = D, and b_dec is also subtracte
 input before encoding (SAELens's `apply_b_dec_to_input`). A transcoder (`d_out` given, even
 if equal to d_in) maps the input x to a target y read at another hook: `loss(x, y)` scores
 decode(encode(x)) against y, b_dec is only the output's bias, and the input is not centred
-(as SAELens's transcoders; `init_from_data` starts b_enc at −W_enc·mean(x) instead). Every
+(as SAELens's transcoders; `fit_init` starts b_enc at −W_enc·mean(x) instead). Every
 architecture is both: they share this forward and differ only in the activation and loss.
 Each seed's initial weights come from its own `torch.Generator`, and the loss is a sum
 of per-seed losses, so seed s of an ensemble follows the same trajectory it would alone.
@@ -165,8 +165,9 @@ class SAE(nn.Module):
         self.b_enc.copy_(-(self.W_enc @ mean_D.to(self.W_enc)))
 
     @torch.no_grad()
-    def init_from_data(self, x_ND: Tensor, y_NO: Tensor | None = None) -> None:
-        """Data-dependent init (the trainer's). An SAE: b_dec ← mean(x). A transcoder:
+    def fit_init(self, x_ND: Tensor, y_NO: Tensor | None = None) -> None:
+        """Data-dependent init, applied by the trainer before the first step, from the
+        training inputs x and (a transcoder) targets y. An SAE: b_dec ← mean(x). A transcoder:
         b_dec ← mean(y), b_enc ← −W_enc·mean(x), and each decoder row ← the unit direction
         of W_enc[f] Σ_xy (Σ_xy the x–y cross-covariance [D, O]): the direction of the first
         gradient step of a zero decoder row for the linear code W_enc[f]·(x − mean x),

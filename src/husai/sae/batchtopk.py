@@ -166,7 +166,7 @@ class BatchTopKSAE(TopKSAE):
         rows = x_ND[torch.linspace(0, n - 1, min(n, CALIBRATION_ROWS)).long()]
         n_keep = min(self.cfg.k * len(rows), len(rows) * self.d_sae - 1)
         for s in range(self.n_seeds):  # one seed at a time bounds memory at n × F floats
-            pre = torch.addmm(self.b_enc[s], rows - self.b_dec[s], self.W_enc[s].T).view(-1)
+            pre = torch.addmm(self.b_enc[s], rows - self.input_bias()[s], self.W_enc[s].T).view(-1)
             theta = pre.kthvalue(pre.numel() - n_keep).values.clamp_min(0)
             self.threshold[s] = theta
 

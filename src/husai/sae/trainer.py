@@ -1,7 +1,7 @@
 """One trainer for every architecture: Adam on the stacked seeds, one batched step each.
 
 With targets `y_ND` (rows aligned with `x_ND`, e.g. another hook of the same tokens) it
-trains transcoders: d_out = y's width, with a data-dependent init (`SAE.init_from_data`).
+trains transcoders: d_out = y's width, with a data-dependent init (`SAE.fit_init`).
 Seed s initialises from its own generator (seed s) and shuffles the data with another
 (seed s + DATA_SEED_OFFSET); the loss is a sum of per-seed losses. An ensemble of seeds
 therefore reproduces, up to float rounding, what each seed gives when trained alone.
@@ -84,7 +84,7 @@ def train_sae(
                 f"activations and targets have different row counts ({N} vs {len(y_ND)})"
             )
         sae = build_sae(cfg, D, seeds, d_out=y_ND.shape[1])
-    sae.init_from_data(x_ND, y_ND)
+    sae.fit_init(x_ND, y_ND)
     sae.start_training(N)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     gens = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
