@@ -179,7 +179,7 @@ class SAE(nn.Module):
         if y_NO is None:
             raise ValueError("a transcoder's init needs its targets y")
         mx, my = x_ND.double().mean(0), y_NO.double().mean(0)
-        cov_DO = torch.zeros(self.d_in, self.d_out, dtype=torch.float64)
+        cov_DO = torch.zeros(self.d_in, self.d_out, dtype=torch.float64, device=x_ND.device)
         for i in range(0, len(x_ND), 65536):  # in float64, a chunk at a time
             xc, yc = x_ND[i : i + 65536].double() - mx, y_NO[i : i + 65536].double() - my
             cov_DO += xc.T @ yc
