@@ -122,7 +122,10 @@ class SAEConfig(Strict):
         "as the MSE, scaled by min(1, n_dead / aux_k) as sae-lens/sparsify)",
     )
     aux_k: int | None = Field(
-        None, gt=0, description="TopK family: dead latents used by AuxK (null = d_in // 2)"
+        None,
+        gt=0,
+        description="TopK family: dead latents used by AuxK (null = d_out // 2; d_out = d_in "
+        "unless a transcoder)",
     )
     dead_tokens_threshold: int | None = Field(
         None,

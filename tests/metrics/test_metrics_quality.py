@@ -9,6 +9,7 @@ from husai.metrics import (
     loss_recovered,
     mean_l0,
     mse,
+    reconstruction_quality,
 )
 
 X = torch.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
@@ -65,3 +66,17 @@ def test_quality_errors():
         loss_recovered(1.0, float("nan"), 2.0)
     with pytest.raises(HusaiError, match=r"\[n, d\]"):
         mean_l0(torch.ones(4))
+
+
+def test_reconstruction_quality_against_a_target():
+    """A transcoder's prediction is scored against its target y (here X), not its input."""
+    y_hat = X + torch.tensor([[1.0, 0.0], [0.0, -2.0], [0.0, 0.0]])
+    codes = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 1.0], [3.0, 0.0, 0.0]])
+    q = reconstruction_quality(X, y_hat, codes)
+    assert q == pytest.approx(
+        {"mse": 5 / 6, "explained_variance": 1 - 5 / 16, "l0": 4 / 3, "dead_fraction": 1 / 3}
+    )
+    per_seed = reconstruction_quality(X, torch.stack([y_hat, X]), torch.stack([codes, codes]))
+    assert per_seed[0] == pytest.approx(q) and per_seed[1]["explained_variance"] == 1.0
+    with pytest.raises(HusaiError, match="different row counts"):
+        reconstruction_quality(X, y_hat, codes[:2])

@@ -45,7 +45,9 @@ def _check(husai_sae, lib: SparseCoder) -> None:
 def test_sparsify_one_hookpoint(transcode: bool, tmp_path: Path) -> None:
     lib = _library_sae(0, transcode)
     lib.save_to_disk(tmp_path / "layers.3")
-    _check(load(tmp_path / "layers.3"), lib)
+    sae = load(tmp_path / "layers.3")
+    assert sae.transcoder == transcode
+    _check(sae, lib)
 
 
 def test_sparsify_multi_seed_run_directory(tmp_path: Path) -> None:

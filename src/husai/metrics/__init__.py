@@ -7,7 +7,8 @@ sparse top-m), ``Matching``; per latent / activations: ``per_latent_best``,
 subspace stability: ``subspace_similarity``; null baseline: ``random_dictionaries``; statistics:
 ``bootstrap_ci``, ``compare_to_baseline``, ``seed_bootstrap_ci`` (resamples seeds, percentile
 or BCa), ``permutation_test``, ``holm``; SAE quality: ``mse``, ``explained_variance``,
-``mean_l0``, ``firing_counts``, ``dead_fraction``, ``loss_recovered``; ground truth:
+``mean_l0``, ``firing_counts``, ``dead_fraction``, ``loss_recovered``,
+``reconstruction_quality`` (all four at once; a transcoder's against its target); ground truth:
 ``recovery``; data: ``effective_rank``.
 """
 
@@ -34,6 +35,7 @@ from husai.metrics.quality import (
     loss_recovered,
     mean_l0,
     mse,
+    reconstruction_quality,
 )
 from husai.metrics.recovery import recovery
 from husai.metrics.spectrum import effective_rank
@@ -71,6 +73,7 @@ __all__ = [
     "permutation_test",
     "pwmcc",
     "random_dictionaries",
+    "reconstruction_quality",
     "recovery",
     "seed_bootstrap_ci",
     "shared_fraction",

@@ -5,6 +5,11 @@ Inputs are torch tensors (numpy arrays are accepted too): activations/reconstruc
 ([S, n, d] / [S, n, n_latents]) and then returns one value per seed (a list, or for
 ``firing_counts`` an [S, n_latents] tensor). ``x`` may stay [n, d] when ``x_hat`` is [S, n, d].
 Sums are accumulated in float64; results are Python floats.
+
+``x`` is the reference the reconstruction is scored against: an SAE's input, or a
+transcoder's target y (the activations at its output hook; ``x_hat`` is then its [n, d_out]
+prediction, and explained variance is relative to y's variance).
+``reconstruction_quality`` gathers MSE, explained variance, L0 and dead fraction in one dict.
 """
 
 from __future__ import annotations
@@ -77,6 +82,26 @@ def firing_counts(codes: ArrayLike) -> torch.Tensor:
 def dead_fraction(codes: ArrayLike) -> float | list[float]:
     """Fraction of latents that never fire on the given rows; lower = better."""
     return _out((firing_counts(codes) == 0).double().mean(dim=-1))
+
+
+def reconstruction_quality(
+    target: ArrayLike, recon: ArrayLike, codes: ArrayLike
+) -> dict[str, float] | list[dict[str, float]]:
+    """{"mse", "explained_variance", "l0", "dead_fraction"} of a reconstruction of `target`
+    (an SAE's input, a transcoder's target y) from `codes`; one dict per seed when `recon`
+    and `codes` have a seeds axis."""
+    n_codes, n_recon = _tensor(codes, "codes").shape[-2], _tensor(recon, "x_hat").shape[-2]
+    if n_codes != n_recon:
+        raise HusaiError(f"codes and x_hat have different row counts ({n_codes} vs {n_recon})")
+    values = {
+        "mse": mse(target, recon),
+        "explained_variance": explained_variance(target, recon),
+        "l0": mean_l0(codes),
+        "dead_fraction": dead_fraction(codes),
+    }
+    if isinstance(values["mse"], list):
+        return [dict(zip(values, v, strict=True)) for v in zip(*values.values(), strict=True)]
+    return values  # type: ignore[return-value]
 
 
 def loss_recovered(clean_loss: float, spliced_loss: float, ablated_loss: float) -> float:

@@ -1,4 +1,8 @@
-"""Sparse autoencoders: architectures on one base, one trainer, SAELens-layout save/load."""
+"""Sparse autoencoders: architectures on one base, one trainer, SAELens-layout save/load.
+
+Every architecture is also a transcoder (input x at one hook, target y at another):
+`train_sae(cfg, x, seeds, y_ND=y)`, `build_sae(cfg, d_in, seeds, d_out=...)`.
+"""
 
 import husai.config  # noqa: F401  (first: config → registry → architectures → base)
 from husai.sae.base import SAE

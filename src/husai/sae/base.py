@@ -1,8 +1,15 @@
 """The shared SAE base: an ensemble of S seeds with stacked weights (S = 1 is one SAE).
 
-Shapes: S seeds, B batch, D d_in, F d_sae (latents), K active latents.
+Shapes: S seeds, B batch, D d_in, O d_out, F d_sae (latents), K active latents.
 Parameters: `W_enc` [S, F, D] (encoder rows; SAELens stores its transpose), `b_enc` [S, F],
-`W_dec` [S, F, D] (unit-norm decoder rows), `b_dec` [S, D] (subtracted before encoding).
+`W_dec` [S, F, O] (unit-norm decoder rows), `b_dec` [S, O].
+
+An SAE (`d_out=None`) reconstructs its input: O = D, and b_dec is also subtracted from the
+input before encoding (SAELens's `apply_b_dec_to_input`). A transcoder (`d_out` given, even
+if equal to d_in) maps the input x to a target y read at another hook: `loss(x, y)` scores
+decode(encode(x)) against y, b_dec is only the output's bias, and the input is not centred
+(as SAELens's transcoders; `fit_init` starts b_enc at −W_enc·mean(x) instead). Every
+architecture is both: they share this forward and differ only in the activation and loss.
 Each seed's initial weights come from its own `torch.Generator`, and the loss is a sum
 of per-seed losses, so seed s of an ensemble follows the same trajectory it would alone.
 """
@@ -25,16 +32,27 @@ class SAE(nn.Module):
     uses_k: ClassVar[bool] = False  # TopK family: config's k must be ≤ d_sae
     coefficient_field: ClassVar[str | None] = None  # config field of the sparsity penalty
 
-    def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        cfg: SAEConfig,
+        d_in: int,
+        seeds: list[int] | tuple[int, ...],
+        d_out: int | None = None,
+    ) -> None:
         super().__init__()
         cfg = cfg.resolve(d_in)
         self.cfg, self.d_in, self.d_sae = cfg, d_in, int(cfg.d_sae)  # type: ignore[arg-type]
+        self.transcoder = d_out is not None
+        self.d_out = d_in if d_out is None else int(d_out)
+        # hook points (input, and a transcoder's target), written to cfg.json when known
+        self.hook_name: str | None = None
+        self.hook_name_out: str | None = None
         self.seeds = [int(s) for s in seeds]
         S, F, D = len(self.seeds), self.d_sae, d_in
         self.W_enc = nn.Parameter(torch.empty(S, F, D))
         self.b_enc = nn.Parameter(torch.zeros(S, F))
-        self.W_dec = nn.Parameter(torch.empty(S, F, D))
-        self.b_dec = nn.Parameter(torch.zeros(S, D))
+        self.W_dec = nn.Parameter(torch.empty(S, F, self.d_out))
+        self.b_dec = nn.Parameter(torch.zeros(S, self.d_out))
         self.reset_parameters()
         if self.coefficient_field:  # per-seed penalty weight (target_l0 adapts it)
             value = float(getattr(cfg, self.coefficient_field))
@@ -46,29 +64,56 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Per seed: random unit decoder rows, encoder tied to the decoder at init."""
+        """Per seed: random unit decoder rows; an SAE's encoder is tied to its decoder at
+        init, a transcoder's gets its own random unit rows (next draws of the same seed)."""
         for s, seed in enumerate(self.seeds):
             g = torch.Generator().manual_seed(seed)
-            w_FD = torch.randn(self.d_sae, self.d_in, generator=g)
-            w_FD /= w_FD.norm(dim=-1, keepdim=True)
-            self.W_dec[s] = w_FD
+            w_FO = torch.randn(self.d_sae, self.d_out, generator=g)
+            w_FO /= w_FO.norm(dim=-1, keepdim=True)
+            self.W_dec[s] = w_FO
+            w_FD = w_FO
+            if self.transcoder:
+                w_FD = torch.randn(self.d_sae, self.d_in, generator=g)
+                w_FD /= w_FD.norm(dim=-1, keepdim=True)
             self.W_enc[s] = w_FD
         self.b_enc.zero_()
         self.b_dec.zero_()
 
     # -- forward ---------------------------------------------------------------------
-    def _stack(self, x: Tensor) -> Tensor:
-        """[B, D] (same batch for every seed) or [S, B, D] → [S, B, D]."""
+    def _stack(self, x: Tensor, d: int | None = None) -> Tensor:
+        """[B, d] (same batch for every seed) or [S, B, d] → [S, B, d]; d defaults to d_in."""
+        d = self.d_in if d is None else d
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.n_seeds, -1, -1)
-        if x.dim() != 3 or x.shape[0] != self.n_seeds or x.shape[-1] != self.d_in:
-            raise ValueError(f"expected [B, {self.d_in}] or [{self.n_seeds}, B, {self.d_in}]")
+        if x.dim() != 3 or x.shape[0] != self.n_seeds or x.shape[-1] != d:
+            raise ValueError(f"expected [B, {d}] or [{self.n_seeds}, B, {d}]")
         return x
+
+    def target(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """What the reconstruction is scored against: y as [S, B, d_out], or (an SAE only,
+        y None) x itself, unchanged."""
+        if y is None:
+            if self.transcoder:
+                raise ValueError("a transcoder's loss needs its target y")
+            return x
+        y_SBO = self._stack(y, self.d_out)
+        if y_SBO.shape[1] != x.shape[-2]:
+            raise ValueError(f"x and y have different batch sizes ({x.shape[-2]} vs {y.shape[-2]})")
+        return y_SBO
+
+    def input_bias(self) -> Tensor:
+        """[S, D] subtracted from the input before encoding: b_dec for an SAE, zeros for a
+        transcoder (its b_dec is the output's bias)."""
+        if self.transcoder:
+            return self.b_enc.new_zeros(self.n_seeds, self.d_in)
+        return self.b_dec
 
     def pre_acts(self, x: Tensor) -> Tensor:
         x_SBD = self._stack(x)
         return torch.baddbmm(
-            self.b_enc.unsqueeze(1), x_SBD - self.b_dec.unsqueeze(1), self.W_enc.transpose(1, 2)
+            self.b_enc.unsqueeze(1),
+            x_SBD - self.input_bias().unsqueeze(1),
+            self.W_enc.transpose(1, 2),
         )
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
@@ -89,10 +134,12 @@ class SAE(nn.Module):
         """Per-seed penalty [S]; zero unless the architecture has one."""
         return codes_SBF.new_zeros(self.n_seeds)
 
-    def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Per-seed loss [S] = MSE (summed over D, mean over B) + sparsity penalty."""
+    def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-seed loss [S] = MSE against the target (y, default x; summed over its width,
+        mean over B) + sparsity penalty."""
+        y_SBO = self.target(x_SBD, y_SBO)
         codes = self.encode(x_SBD)
-        mse = (self.decode(codes) - x_SBD).pow(2).sum(-1).mean(-1)
+        mse = (self.decode(codes) - y_SBO).pow(2).sum(-1).mean(-1)
         penalty = self.sparsity_penalty(codes)
         return mse + penalty, {"mse": mse.detach(), "penalty": penalty.detach()}
 
@@ -112,8 +159,40 @@ class SAE(nn.Module):
         (e.g. BatchTopK's inference threshold). Default: nothing."""
 
     @torch.no_grad()
-    def init_b_dec(self, mean_D: Tensor) -> None:
-        self.b_dec.copy_(mean_D.expand_as(self.b_dec))
+    def init_b_dec(self, mean_O: Tensor) -> None:
+        """b_dec ← the mean target (an SAE's: the mean input)."""
+        self.b_dec.copy_(mean_O.expand_as(self.b_dec))
+
+    @torch.no_grad()
+    def init_b_enc(self, mean_D: Tensor) -> None:
+        """b_enc ← −W_enc·mean_D: a transcoder's encoder starts on centred inputs."""
+        self.b_enc.copy_(-(self.W_enc @ mean_D.to(self.W_enc)))
+
+    @torch.no_grad()
+    def fit_init(self, x_ND: Tensor, y_NO: Tensor | None = None) -> None:
+        """Data-dependent init, applied by the trainer before the first step, from the
+        training inputs x and (a transcoder) targets y. An SAE: b_dec ← mean(x). A transcoder:
+        b_dec ← mean(y), b_enc ← −W_enc·mean(x), and each decoder row ← the unit direction
+        of W_enc[f] Σ_xy (Σ_xy the x–y cross-covariance [D, O]): the direction of the first
+        gradient step of a zero decoder row for the linear code W_enc[f]·(x − mean x),
+        i.e. the target that the latent's input direction predicts (for y = x, Σ_xx rather
+        than an SAE's tied init). Rows where that is ~0 keep their random init."""
+        if not self.transcoder:
+            self.init_b_dec(x_ND.mean(0))
+            return
+        if y_NO is None:
+            raise ValueError("a transcoder's init needs its targets y")
+        mx, my = x_ND.double().mean(0), y_NO.double().mean(0)
+        cov_DO = torch.zeros(self.d_in, self.d_out, dtype=torch.float64, device=x_ND.device)
+        for i in range(0, len(x_ND), 65536):  # in float64, a chunk at a time
+            xc, yc = x_ND[i : i + 65536].double() - mx, y_NO[i : i + 65536].double() - my
+            cov_DO += xc.T @ yc
+        w_SFO = self.W_enc.double() @ (cov_DO / len(x_ND))
+        norm = w_SFO.norm(dim=-1, keepdim=True)
+        ok = norm > 1e-12 * norm.amax(dim=1, keepdim=True)
+        self.W_dec.copy_(torch.where(ok, w_SFO / norm.clamp_min(1e-300), self.W_dec.double()))
+        self.init_b_dec(y_NO.mean(0))
+        self.init_b_enc(x_ND.mean(0))
 
     @torch.no_grad()
     def remove_parallel_grads(self) -> None:
@@ -129,7 +208,10 @@ class SAE(nn.Module):
     # -- seeds -----------------------------------------------------------------------
     def select(self, s: int) -> SAE:
         """Seed s of the ensemble as a one-seed SAE (a copy)."""
-        one = type(self)(self.cfg, self.d_in, [self.seeds[s]])
+        one = type(self)(
+            self.cfg, self.d_in, [self.seeds[s]], self.d_out if self.transcoder else None
+        )
+        one.hook_name, one.hook_name_out = self.hook_name, self.hook_name_out
         with torch.no_grad():
             for name, p in one.named_parameters():
                 p.copy_(getattr(self, name)[s : s + 1])

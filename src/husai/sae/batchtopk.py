@@ -79,8 +79,14 @@ class BatchTopKSAE(TopKSAE):
     saelens_architecture = "jumprelu"
     uses_k = True
 
-    def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
-        super().__init__(cfg, d_in, seeds)
+    def __init__(
+        self,
+        cfg: SAEConfig,
+        d_in: int,
+        seeds: list[int] | tuple[int, ...],
+        d_out: int | None = None,
+    ) -> None:
+        super().__init__(cfg, d_in, seeds, d_out)
         self.threshold = nn.Parameter(torch.zeros(self.n_seeds, self.d_sae), requires_grad=False)
         self.register_buffer(
             "threshold_updates", torch.zeros(self.n_seeds, dtype=torch.long), persistent=False
@@ -94,7 +100,7 @@ class BatchTopKSAE(TopKSAE):
         """Training codes: (values [S, N], flat latent [S, N], flat sample [S, N]), N = k·B."""
         x = self._stack(x_SBD)
         n = min(self.cfg.k * x.shape[1], x.shape[1] * self.d_sae)
-        return _BatchTopKEncode.apply(x, self.b_dec, self.W_enc, self.b_enc, n)
+        return _BatchTopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, n)
 
     def batch_encode_dense(self, x_SBD: Tensor) -> Tensor:
         """Training codes as a dense [S, B, F] tensor (for inspection and tests)."""
@@ -107,22 +113,23 @@ class BatchTopKSAE(TopKSAE):
 
     def batch_contributions(self, vals: Tensor, lat: Tensor) -> Tensor:
         """[S·N, D]: each kept code times its decoder row."""
-        W = self.W_dec.reshape(-1, self.d_in)
+        W = self.W_dec.reshape(-1, self.d_out)
         return vals.reshape(-1, 1) * W[lat.reshape(-1)]
 
     def batch_decode(self, vals: Tensor, lat: Tensor, smp: Tensor, B: int) -> Tensor:
         S = self.n_seeds
-        out = vals.new_zeros(S * B, self.d_in).index_add(
+        out = vals.new_zeros(S * B, self.d_out).index_add(
             0, smp.reshape(-1), self.batch_contributions(vals, lat)
         )
-        return out.view(S, B, self.d_in) + self.b_dec.unsqueeze(1)
+        return out.view(S, B, self.d_out) + self.b_dec.unsqueeze(1)
 
-    def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)
+        y_SBO = self.target(x_SBD, y_SBO)
         vals, lat, smp = self.batch_encode(x_SBD)
         recon = self.batch_decode(vals, lat, smp, x_SBD.shape[1])
-        mse = (recon - x_SBD).pow(2).sum(-1).mean(-1)
-        aux = self.auxk_loss(x_SBD, recon)
+        mse = (recon - y_SBO).pow(2).sum(-1).mean(-1)
+        aux = self.auxk_loss(x_SBD, recon, y_SBO)
         parts = self._parts(mse, aux, vals, lat)
         return mse + self.cfg.auxk_coefficient * aux, parts
 
@@ -159,7 +166,7 @@ class BatchTopKSAE(TopKSAE):
         rows = x_ND[torch.linspace(0, n - 1, min(n, CALIBRATION_ROWS)).long()]
         n_keep = min(self.cfg.k * len(rows), len(rows) * self.d_sae - 1)
         for s in range(self.n_seeds):  # one seed at a time bounds memory at n × F floats
-            pre = torch.addmm(self.b_enc[s], rows - self.b_dec[s], self.W_enc[s].T).view(-1)
+            pre = torch.addmm(self.b_enc[s], rows - self.input_bias()[s], self.W_enc[s].T).view(-1)
             theta = pre.kthvalue(pre.numel() - n_keep).values.clamp_min(0)
             self.threshold[s] = theta
 

@@ -10,7 +10,8 @@ Training loss per seed (the paper's, MSE summed over d_in and averaged over the 
   ‖x − x̂(codes)‖² + λ ‖ReLU(π_gate) ⊙ ‖W_dec rows‖‖₁ + ‖x − x̂_frozen(ReLU(π_gate))‖²,
 λ = `l1_coefficient`; x̂_frozen decodes with detached W_dec and b_dec (the auxiliary term
 trains only the gate path). The gate's Heaviside passes no gradient: the gate path learns
-from the two auxiliary terms only.
+from the two auxiliary terms only. As a transcoder: x_c = x, and both squared errors are
+taken against the target y instead of x.
 """
 
 from __future__ import annotations
@@ -32,14 +33,20 @@ class GatedSAE(SAE):
     coefficient_field = "l1_coefficient"
     saelens_renames: ClassVar[dict[str, str]] = {"b_enc": "b_gate"}
 
-    def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
-        super().__init__(cfg, d_in, seeds)
+    def __init__(
+        self,
+        cfg: SAEConfig,
+        d_in: int,
+        seeds: list[int] | tuple[int, ...],
+        d_out: int | None = None,
+    ) -> None:
+        super().__init__(cfg, d_in, seeds, d_out)
         self.b_mag = nn.Parameter(torch.zeros(self.n_seeds, self.d_sae))
         self.r_mag = nn.Parameter(torch.zeros(self.n_seeds, self.d_sae))
 
     def _paths(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(π_gate, π_mag), each [S, B, F]."""
-        x_c = self._stack(x) - self.b_dec.unsqueeze(1)
+        x_c = self._stack(x) - self.input_bias().unsqueeze(1)
         proj_SBF = torch.bmm(x_c, self.W_enc.transpose(1, 2))
         pi_gate = proj_SBF + self.b_enc.unsqueeze(1)
         pi_mag = proj_SBF * self.r_mag.exp().unsqueeze(1) + self.b_mag.unsqueeze(1)
@@ -52,18 +59,25 @@ class GatedSAE(SAE):
     def activation(self, pre_SBF: Tensor) -> Tensor:
         raise NotImplementedError("GatedSAE codes need the input: call encode(x)")
 
-    def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)
+        y_SBO = self.target(x_SBD, y_SBO)
         pi_gate, pi_mag = self._paths(x_SBD)
         codes = torch.relu(pi_mag) * (pi_gate > 0)
-        mse = (self.decode(codes) - x_SBD).pow(2).sum(-1).mean(-1)
+        mse = (self.decode(codes) - y_SBO).pow(2).sum(-1).mean(-1)
         gate_SBF = torch.relu(pi_gate)
         norms_SF = self.W_dec.norm(dim=-1)
         penalty = self.coefficient * (gate_SBF * norms_SF.unsqueeze(1)).sum(-1).mean(-1)
         frozen = torch.baddbmm(self.b_dec.detach().unsqueeze(1), gate_SBF, self.W_dec.detach())
-        aux = (frozen - x_SBD).pow(2).sum(-1).mean(-1)
+        aux = (frozen - y_SBO).pow(2).sum(-1).mean(-1)
         parts = {"mse": mse.detach(), "penalty": penalty.detach(), "aux": aux.detach()}
         return mse + penalty + aux, parts
+
+    @torch.no_grad()
+    def init_b_enc(self, mean_D: Tensor) -> None:
+        """Both encoder paths start on centred inputs (b_gate and b_mag)."""
+        super().init_b_enc(mean_D)
+        self.b_mag.copy_(-((self.W_enc * self.r_mag.exp().unsqueeze(-1)) @ mean_D.to(self.W_enc)))
 
     def extra_cfg(self) -> dict[str, object]:
         return {"l1_coefficient": self.cfg.l1_coefficient}

@@ -72,8 +72,14 @@ class JumpReLUSAE(SAE):
     saelens_architecture = "jumprelu"
     coefficient_field = "l0_coefficient"
 
-    def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
-        super().__init__(cfg, d_in, seeds)
+    def __init__(
+        self,
+        cfg: SAEConfig,
+        d_in: int,
+        seeds: list[int] | tuple[int, ...],
+        d_out: int | None = None,
+    ) -> None:
+        super().__init__(cfg, d_in, seeds, d_out)
         init = float(cfg.jumprelu_init_threshold)
         self.threshold = nn.Parameter(torch.full((self.n_seeds, self.d_sae), init))
 
@@ -81,18 +87,23 @@ class JumpReLUSAE(SAE):
         return torch.relu(pre_SBF) * (pre_SBF > self.threshold.unsqueeze(1))
 
     def bandwidth(self, x_SBD: Tensor) -> Tensor:
-        """Per-seed kernel width ε [S, 1, 1] = jumprelu_bandwidth × RMS‖x − b_dec‖ (detached)."""
+        """Per-seed kernel width ε [S, 1, 1] = jumprelu_bandwidth × RMS‖x − b_dec‖ (detached;
+        a transcoder, whose input is not centred by b_dec, uses x − the batch mean)."""
         with torch.no_grad():
-            x_c = x_SBD - self.b_dec.unsqueeze(1)
+            if self.transcoder:
+                x_c = x_SBD - x_SBD.mean(1, keepdim=True)
+            else:
+                x_c = x_SBD - self.b_dec.unsqueeze(1)
             rms = x_c.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-8)
         return (self.cfg.jumprelu_bandwidth * rms).view(-1, 1, 1)
 
-    def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)
+        y_SBO = self.target(x_SBD, y_SBO)
         pre = self.pre_acts(x_SBD)
         theta, eps = self.threshold.unsqueeze(1), self.bandwidth(x_SBD)
         codes = _JumpReLU.apply(pre, theta, eps)
-        mse = (self.decode(codes) - x_SBD).pow(2).sum(-1).mean(-1)
+        mse = (self.decode(codes) - y_SBO).pow(2).sum(-1).mean(-1)
         l0 = _Step.apply(pre, theta, eps).sum(-1).mean(-1)
         penalty = self.coefficient * l0
         parts = {"mse": mse.detach(), "penalty": penalty.detach(), "l0": l0.detach()}

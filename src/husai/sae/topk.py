@@ -8,8 +8,9 @@ chosen encoder rows (`_TopKEncode`) instead of a dense [B, F] × [F, D] product.
 AuxK (Gao et al. 2024, appendix A.2), for the whole TopK family, off unless
 `auxk_coefficient` > 0: a buffer counts, per seed and latent, the training tokens since the
 latent last fired; latents past `dead_tokens_threshold` (default: one epoch) are dead. The
-top `aux_k` (default d_in // 2, as sae-lens/sparsify) ReLU'd pre-activations among the dead
-latents reconstruct the detached residual e = x − x̂ (no b_dec); the per-seed AuxK loss is
+top `aux_k` (default d_out // 2, as sae-lens/sparsify; d_out = d_in for an SAE) ReLU'd
+pre-activations among the dead latents reconstruct the detached residual e = x − x̂ (a
+transcoder's: y − ŷ; no b_dec); the per-seed AuxK loss is
 min(1, n_dead / aux_k) · ‖e − ê‖² (summed over D, mean over B: the MSE's units, as sae-lens;
 sparsify divides both terms by the input variance, which leaves their ratio unchanged), and
 it is added × `auxk_coefficient` (Gao et al.: 1/32). Only the pre-activations of latents that
@@ -85,8 +86,14 @@ class TopKSAE(SAE):
     saelens_architecture = "topk"
     uses_k = True
 
-    def __init__(self, cfg: SAEConfig, d_in: int, seeds: list[int] | tuple[int, ...]) -> None:
-        super().__init__(cfg, d_in, seeds)
+    def __init__(
+        self,
+        cfg: SAEConfig,
+        d_in: int,
+        seeds: list[int] | tuple[int, ...],
+        d_out: int | None = None,
+    ) -> None:
+        super().__init__(cfg, d_in, seeds, d_out)
         # training statistic, not saved: tokens since each latent last fired
         self.register_buffer(
             "tokens_since_fired",
@@ -94,7 +101,7 @@ class TopKSAE(SAE):
             persistent=False,
         )
         self.dead_tokens_threshold = self.cfg.dead_tokens_threshold or 10_000_000
-        self.aux_k = self.cfg.aux_k or max(1, d_in // 2)
+        self.aux_k = self.cfg.aux_k or max(1, self.d_out // 2)
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
         vals, idx = pre_SBF.topk(self.cfg.k, dim=-1)
@@ -103,25 +110,26 @@ class TopKSAE(SAE):
     def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
         """(values [S, B, K], flat latent indices into the S·F stacked rows [S, B, K])."""
         x = self._stack(x_SBD)
-        return _TopKEncode.apply(x, self.b_dec, self.W_enc, self.b_enc, self.cfg.k)
+        return _TopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, self.cfg.k)
 
     def sparse_decode(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
         """Sum of the K chosen decoder rows (embedding_bag; its backward touches only them)."""
         S, B, K = vals_SBK.shape
         out = fn.embedding_bag(
             flat_SBK.reshape(S * B, K),
-            self.W_dec.reshape(S * self.d_sae, self.d_in),
+            self.W_dec.reshape(S * self.d_sae, self.d_out),
             per_sample_weights=vals_SBK.reshape(S * B, K),
             mode="sum",
         )
-        return out.view(S, B, self.d_in) + self.b_dec.unsqueeze(1)
+        return out.view(S, B, self.d_out) + self.b_dec.unsqueeze(1)
 
-    def loss(self, x_SBD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)
+        y_SBO = self.target(x_SBD, y_SBO)
         vals, flat = self.sparse_encode(x_SBD)
         recon = self.sparse_decode(vals, flat)
-        mse = (recon - x_SBD).pow(2).sum(-1).mean(-1)
-        aux = self.auxk_loss(x_SBD, recon)
+        mse = (recon - y_SBO).pow(2).sum(-1).mean(-1)
+        aux = self.auxk_loss(x_SBD, recon, y_SBO)
         parts = {
             "mse": mse.detach(),
             "penalty": torch.zeros_like(mse),
@@ -154,8 +162,9 @@ class TopKSAE(SAE):
         """[S, F] bool: latents that have not fired for more than dead_tokens_threshold."""
         return self.tokens_since_fired > self.dead_tokens_threshold
 
-    def auxk_loss(self, x_SBD: Tensor, recon_SBD: Tensor) -> Tensor:
-        """Per-seed AuxK loss [S] (zero when off or nothing is dead)."""
+    def auxk_loss(self, x_SBD: Tensor, recon_SBD: Tensor, y_SBO: Tensor | None = None) -> Tensor:
+        """Per-seed AuxK loss [S] (zero when off or nothing is dead); the residual is
+        y − recon (y defaults to x)."""
         zero = x_SBD.new_zeros(self.n_seeds)
         if self.cfg.auxk_coefficient == 0:
             return zero
@@ -165,7 +174,7 @@ class TopKSAE(SAE):
         cols = dead_SF.any(0).nonzero().squeeze(1)  # latents dead in some seed
         n_dead_S = dead_SF.sum(1)
         k_aux = min(self.aux_k, int(n_dead_S.max()))
-        x_c = x_SBD - self.b_dec.unsqueeze(1)
+        x_c = x_SBD - self.input_bias().unsqueeze(1)
         pre = torch.baddbmm(
             self.b_enc[:, cols].unsqueeze(1), x_c, self.W_enc[:, cols].transpose(1, 2)
         )
@@ -176,10 +185,10 @@ class TopKSAE(SAE):
         flat = cols[idx] + (torch.arange(S, device=x_SBD.device) * self.d_sae).view(S, 1, 1)
         aux_recon = fn.embedding_bag(
             flat.reshape(S * B, K),
-            self.W_dec.reshape(S * self.d_sae, self.d_in),
+            self.W_dec.reshape(S * self.d_sae, self.d_out),
             per_sample_weights=vals.reshape(S * B, K),
             mode="sum",
-        ).view(S, B, self.d_in)
-        resid = (x_SBD - recon_SBD).detach()
+        ).view(S, B, self.d_out)
+        resid = ((x_SBD if y_SBO is None else y_SBO) - recon_SBD).detach()
         scale = (n_dead_S.float() / self.aux_k).clamp(max=1.0)
         return scale * (aux_recon - resid).pow(2).sum(-1).mean(-1)

@@ -1,5 +1,7 @@
 """One trainer for every architecture: Adam on the stacked seeds, one batched step each.
 
+With targets `y_ND` (rows aligned with `x_ND`, e.g. another hook of the same tokens) it
+trains transcoders: d_out = y's width, with a data-dependent init (`SAE.fit_init`).
 Seed s initialises from its own generator (seed s) and shuffles the data with another
 (seed s + DATA_SEED_OFFSET); the loss is a sum of per-seed losses. An ensemble of seeds
 therefore reproduces, up to float rounding, what each seed gives when trained alone.
@@ -22,8 +24,9 @@ from husai.sae.resample import init_from_data, resample_dead, resample_due
 DATA_SEED_OFFSET = 1_000_003
 
 
-def build_sae(cfg: SAEConfig, d_in: int, seeds: Sequence[int]) -> SAE:
-    return REGISTRY[cfg.architecture](cfg, d_in, list(seeds))
+def build_sae(cfg: SAEConfig, d_in: int, seeds: Sequence[int], d_out: int | None = None) -> SAE:
+    """An untrained ensemble: an SAE, or with `d_out` a transcoder."""
+    return REGISTRY[cfg.architecture](cfg, d_in, list(seeds), d_out)
 
 
 def check_finite(x: Tensor, what: str) -> None:
@@ -33,9 +36,11 @@ def check_finite(x: Tensor, what: str) -> None:
         raise HusaiError(f"{what} contain NaN/Inf ({rows} of {len(x)} rows)")
 
 
-def train_step(sae: SAE, opt: torch.optim.Optimizer, x_SBD: Tensor, step: int) -> Tensor:
+def train_step(
+    sae: SAE, opt: torch.optim.Optimizer, x_SBD: Tensor, step: int, y_SBO: Tensor | None = None
+) -> Tensor:
     """One Adam step on all seeds; returns the per-seed MSE. Raises on a non-finite loss."""
-    loss_S, parts = sae.loss(x_SBD)
+    loss_S, parts = sae.loss(x_SBD, y_SBO)
     bad = ~torch.isfinite(loss_S)
     if bad.any():
         seed = sae.seeds[int(bad.nonzero()[0])]
@@ -51,23 +56,40 @@ def train_step(sae: SAE, opt: torch.optim.Optimizer, x_SBD: Tensor, step: int) -
     return parts["mse"]
 
 
+def _matrix(x: Tensor, what: str) -> Tensor:
+    if x.dim() != 2 or len(x) == 0:
+        raise HusaiError(f"{what} must be a non-empty [n, d] matrix, got {tuple(x.shape)}")
+    x = x.float()
+    check_finite(x, what)
+    return x
+
+
 def train_sae(
     cfg: SAEConfig,
     x_ND: Tensor,
     seeds: Sequence[int],
     *,
+    y_ND: Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[SAE, dict[str, list[float]]]:
-    """Train one SAE per seed on activations [N, D]; returns the ensemble and final losses."""
-    if x_ND.dim() != 2 or len(x_ND) == 0:
-        raise HusaiError(f"activations must be a non-empty [n, d] matrix, got {tuple(x_ND.shape)}")
-    x_ND = x_ND.float()
-    check_finite(x_ND, "activations")
+    """Train one SAE per seed on activations [N, D] (or, given targets y [N, O], one
+    transcoder x → y); returns the ensemble and final losses (MSE against the target)."""
+    x_ND = _matrix(x_ND, "activations")
     N, D = x_ND.shape
-    sae = build_sae(cfg, D, seeds)
+    if y_ND is None:
+        sae = build_sae(cfg, D, seeds)
+    else:
+        y_ND = _matrix(y_ND, "targets")
+        if len(y_ND) != N:
+            raise HusaiError(
+                f"activations and targets have different row counts ({N} vs {len(y_ND)})"
+            )
+        if cfg.init == "data" or cfg.resample_every_epochs:
+            raise HusaiError("init: data and resampling are for SAEs, not transcoders")
+        sae = build_sae(cfg, D, seeds, d_out=y_ND.shape[1])
     if cfg.init == "data":
         init_from_data(sae, x_ND)
-    sae.init_b_dec(x_ND.mean(0))
+    sae.fit_init(x_ND, y_ND)
     sae.start_training(N)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     gens = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
@@ -81,7 +103,9 @@ def train_sae(
             order_SN = torch.stack([torch.randperm(N, generator=g) for g in gens])
             for i in range(per_epoch):
                 step = epoch * per_epoch + i
-                mse = train_step(sae, opt, x_ND[order_SN[:, i * B : (i + 1) * B]], step)
+                rows_SB = order_SN[:, i * B : (i + 1) * B]
+                y_SBO = None if y_ND is None else y_ND[rows_SB]
+                mse = train_step(sae, opt, x_ND[rows_SB], step, y_SBO)
                 if progress is not None:
                     progress(step + 1, total)
             if resample_due(cfg.epochs, cfg.resample_every_epochs, epoch):

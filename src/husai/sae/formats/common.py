@@ -1,8 +1,9 @@
 """Shared by the format readers: shape/finiteness checks and building a husai SAE.
 
 Every reader maps its tensors to husai's layout: W_enc [F, D] (encoder rows), b_enc [F],
-W_dec [F, D], b_dec [D] (subtracted before encoding, added after decoding), plus the
-architecture's extra [F] parameters (threshold; b_mag, r_mag).
+W_dec [F, O], b_dec [O] (added after decoding; for an SAE, O = D and b_dec is also
+subtracted before encoding; a transcoder's input is not centred), plus the architecture's
+extra [F] parameters (threshold; b_mag, r_mag).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from husai.errors import HusaiError
 from husai.sae.base import SAE
 from husai.sae.registry import REGISTRY
 
-Spec = dict[str, tuple[str, ...]]  # tensor name → axis names ("D" = d_in, "F" = d_sae)
+Spec = dict[str, tuple[str, ...]]  # tensor name → axis names ("D" d_in, "O" d_out, "F" d_sae)
 
 
 def check_tensors(tensors: dict[str, Any], spec: Spec, file: Path) -> dict[str, Tensor]:
@@ -55,10 +56,13 @@ def build(
     *,
     seed: int = 0,
     cfg: SAEConfig | None = None,
+    transcoder: bool = False,
     **cfg_fields: Any,
 ) -> SAE:
-    """A one-seed husai SAE holding `weights` (husai layout, one row per latent)."""
-    d_sae, d_in = weights["W_dec"].shape
+    """A one-seed husai SAE (or transcoder) holding `weights` (husai layout, one row per
+    latent)."""
+    d_sae, d_out = weights["W_dec"].shape
+    d_in = weights["W_enc"].shape[1]
     try:
         cfg = (cfg or SAEConfig(architecture=architecture, **cfg_fields)).model_copy(
             update={"d_sae": d_sae}
@@ -67,7 +71,7 @@ def build(
             raise ValueError(f"k ({cfg.k}) must be ≤ d_sae ({d_sae})")
     except ValueError as e:
         raise HusaiError(f"{file}: invalid SAE config ({e})") from None
-    sae = REGISTRY[architecture](cfg, int(d_in), [seed])
+    sae = REGISTRY[architecture](cfg, int(d_in), [seed], int(d_out) if transcoder else None)
     with torch.no_grad():
         for name, p in sae.named_parameters():
             if name not in weights:

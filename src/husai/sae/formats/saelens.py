@@ -7,6 +7,14 @@ or `activation_fn_kwargs.k` (sae-lens 5, where TopK was "standard" + activation_
 husai's own fields live under cfg.json's "husai" key. `apply_b_dec_to_input: false` is
 folded into the encoder biases; `rescale_acts_by_decoder_norm` (TopK) is folded into the
 weights; input normalisation other than "none" is refused (it depends on the input).
+
+Transcoders follow sae-lens 6's (`Transcoder`, `JumpReLUTranscoder`): architecture
+"transcoder" (ReLU) or "jumprelu_transcoder", top-level `d_out`, `W_dec` [d_sae, d_out],
+`b_dec` [d_out] (output bias only), `apply_b_dec_to_input: false` (the input is not
+centred). TopK and Gated transcoders, which sae-lens lacks, are written in the same layout
+as "topk_transcoder" / "gated_transcoder" (sae-lens refuses them; husai reads them). Skip
+transcoders (`W_skip`) are refused. Hook points, when known, are top-level `hook_name` and
+`hook_name_out` (sae-lens moves them into its `metadata`; both places are read).
 """
 
 from __future__ import annotations
@@ -25,6 +33,16 @@ from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
 from husai.sae.registry import REGISTRY
 
 FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+#: SAELens SAE architecture → the name of its transcoder (sae-lens has the first two)
+TRANSCODERS = {
+    "standard": "transcoder",
+    "jumprelu": "jumprelu_transcoder",
+    "topk": "topk_transcoder",
+    "gated": "gated_transcoder",
+}
+FROM_TRANSCODER = {t: FROM_SAELENS[a] for a, t in TRANSCODERS.items()}
+SKIP_TRANSCODERS = {"skip_transcoder", "jumprelu_skip_transcoder"}
+HOOK_KEYS = ("hook_name", "hook_name_out")
 _BASE: Spec = {"W_enc": ("D", "F"), "W_dec": ("F", "D"), "b_dec": ("D",)}
 SPECS: dict[str, Spec] = {
     "relu": {**_BASE, "b_enc": ("F",)},
@@ -38,22 +56,37 @@ def _renames(cls: type[SAE]) -> dict[str, str]:
     return getattr(cls, "saelens_renames", {})
 
 
-def save(sae: SAE, directory: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write a one-seed SAE (use `ensemble.select(s)` first) to `directory`."""
+def save(
+    sae: SAE,
+    directory: Path,
+    extra: dict[str, Any] | None = None,
+    *,
+    hook_name: str | None = None,
+    hook_name_out: str | None = None,
+) -> Path:
+    """Write a one-seed SAE or transcoder (use `ensemble.select(s)` first) to `directory`.
+
+    `hook_name` / `hook_name_out` (a transcoder's target) default to the SAE's attributes.
+    """
     if sae.n_seeds != 1:
         raise ValueError("save() takes a one-seed SAE; use sae.select(s)")
     directory = Path(directory)
     names = _renames(type(sae))
     weights = {names.get(n, n): p[0].T if n == "W_enc" else p[0] for n, p in sae.named_parameters()}
     save_tensors(directory / WEIGHTS_FILE, weights, metadata={"format": "saelens"})
+    arch = sae.saelens_architecture
+    hooks = {"hook_name": hook_name or sae.hook_name}
+    hooks["hook_name_out"] = hook_name_out or sae.hook_name_out
     cfg = {
-        "architecture": sae.saelens_architecture,
+        "architecture": TRANSCODERS[arch] if sae.transcoder else arch,
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
+        **({"d_out": sae.d_out} if sae.transcoder else {}),
         "dtype": "float32",
         "device": "cpu",
-        "apply_b_dec_to_input": True,
+        "apply_b_dec_to_input": not sae.transcoder,
         "normalize_activations": "none",
+        **{k: v for k, v in hooks.items() if v is not None},
         **sae.extra_cfg(),
         "husai": {
             "architecture": sae.architecture,
@@ -66,21 +99,28 @@ def save(sae: SAE, directory: Path, extra: dict[str, Any] | None = None) -> Path
     return directory
 
 
-def _architecture(cfg: dict[str, Any], file: Path) -> str:
+def _architecture(cfg: dict[str, Any], file: Path) -> tuple[str, bool]:
+    """(husai architecture, is a transcoder) of a cfg.json."""
     name = str(cfg.get("architecture", "standard"))
     if name == "standard" and cfg.get("activation_fn_str", cfg.get("activation_fn")) == "topk":
         name = "topk"  # sae-lens 5
+    if name in SKIP_TRANSCODERS:
+        raise HusaiError(f"{file}: {name}: skip connections (W_skip) are not supported")
+    if name in FROM_TRANSCODER:
+        return FROM_TRANSCODER[name], True
     if name not in FROM_SAELENS:
-        known = ", ".join(FROM_SAELENS)
+        known = ", ".join([*FROM_SAELENS, *FROM_TRANSCODER])
         raise HusaiError(f"{file}: unsupported SAELens architecture {name!r} (known: {known})")
-    return FROM_SAELENS[name]
+    return FROM_SAELENS[name], False
 
 
 def _k(cfg: dict[str, Any]) -> int:
     return int(cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 1)
 
 
-def _to_husai(arch: str, t: dict[str, Tensor], cfg: dict[str, Any]) -> dict[str, Tensor]:
+def _to_husai(
+    arch: str, t: dict[str, Tensor], cfg: dict[str, Any], transcoder: bool
+) -> dict[str, Tensor]:
     """SAELens tensors → husai layout, folding options husai's forward has no switch for."""
     w = {
         "W_enc": t["W_enc"].T.contiguous(),
@@ -93,7 +133,7 @@ def _to_husai(arch: str, t: dict[str, Tensor], cfg: dict[str, Any]) -> dict[str,
         norm_F = w["W_dec"].norm(dim=-1).clamp_min(1e-8)  # as SAELens's fold_W_dec_norm
         w["W_enc"], w["b_enc"] = w["W_enc"] * norm_F[:, None], w["b_enc"] * norm_F
         w["W_dec"] = w["W_dec"] / norm_F[:, None]
-    if not cfg.get("apply_b_dec_to_input", True):
+    if not transcoder and not cfg.get("apply_b_dec_to_input", True):
         w["b_enc"] = fold_centering(w["b_enc"], w["W_enc"], w["b_dec"])
         if arch == "gated":
             w_mag = w["W_enc"] * w["r_mag"].exp()[:, None]
@@ -110,19 +150,34 @@ def load(path: Path) -> SAE:
         raise HusaiError(f"{cfg_file}: expected a JSON object")
     tensors, _ = load_tensors(weights_file)
     own = raw.get("husai")
+    saelens_arch, transcoder = _architecture(raw, cfg_file)
     try:
         if isinstance(own, dict) and "config" in own:
             cfg: SAEConfig | None = SAEConfig.model_validate(own["config"])
             arch, seed, fields = cfg.architecture, int(own.get("seed", 0)), {}
         else:
-            cfg, arch, seed = None, _architecture(raw, cfg_file), 0
+            cfg, arch, seed = None, saelens_arch, 0
             fields = {"k": _k(raw)} if arch == "topk" else {}
     except (KeyError, TypeError, ValueError) as e:
         raise HusaiError(f"{cfg_file}: invalid SAE config ({e})") from None
     norm = raw.get("normalize_activations") or "none"
     if norm != "none":
         raise HusaiError(f"{cfg_file}: normalize_activations={norm!r} is not supported")
+    if transcoder and raw.get("apply_b_dec_to_input"):
+        raise HusaiError(f"{cfg_file}: apply_b_dec_to_input is not supported for transcoders")
     # husai architectures saved as another SAELens one (batchtopk → jumprelu) use its tensors
     spec = SPECS.get(arch) or SPECS[FROM_SAELENS[REGISTRY[arch].saelens_architecture]]
+    if transcoder:
+        spec = {**spec, "W_dec": ("F", "O"), "b_dec": ("O",)}
     t = check_tensors(tensors, spec, weights_file)
-    return build(arch, _to_husai(arch, t, raw), weights_file, seed=seed, cfg=cfg, **fields)
+    if transcoder and raw.get("d_out", t["b_dec"].shape[0]) != t["b_dec"].shape[0]:
+        raise HusaiError(
+            f"{cfg_file}: d_out {raw['d_out']} does not match b_dec {t['b_dec'].shape[0]}"
+        )
+    w = _to_husai(arch, t, raw, transcoder)
+    sae = build(arch, w, weights_file, seed=seed, cfg=cfg, transcoder=transcoder, **fields)
+    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    for key in HOOK_KEYS:
+        value = raw.get(key, meta.get(key))
+        setattr(sae, key, str(value) if value is not None else None)
+    return sae

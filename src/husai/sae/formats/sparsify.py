@@ -3,7 +3,8 @@
 Tensors: `encoder.weight` [d_sae, d_in], `encoder.bias` [d_sae], `W_dec` [d_sae, d_in]
 (stored as is — no transpose), `b_dec` [d_in]. sparsify's forward is
 codes = TopK_k(ReLU(encoder(x − b_dec))), x̂ = codes W_dec + b_dec: husai's TopK exactly.
-A transcoder (`transcode: true`) does not centre its input; that is folded into b_enc.
+A transcoder (`transcode: true`; d_out = d_in) does not centre its input: it loads as a husai
+transcoder (b_dec is only the output's bias).
 Refused: `activation: groupmax` and a skip connection (`W_skip`), which husai cannot express.
 The seed is read from a `seed<N>` directory name (sparsify's multi-seed runs), else 0.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from husai.errors import HusaiError
 from husai.io import load_tensors, read_json
 from husai.sae.base import SAE
-from husai.sae.formats.common import Spec, build, check_tensors, fold_centering
+from husai.sae.formats.common import Spec, build, check_tensors
 from husai.sae.formats.files import CFG_FILE, SPARSIFY_WEIGHTS_FILE
 
 SPEC: Spec = {
@@ -44,8 +45,6 @@ def load(path: Path) -> SAE:
     t = check_tensors(tensors, SPEC, weights_file)
     w = {"W_enc": t["encoder.weight"], "b_enc": t["encoder.bias"], "W_dec": t["W_dec"]}
     w["b_dec"] = t["b_dec"]
-    if cfg.get("transcode"):
-        w["b_enc"] = fold_centering(w["b_enc"], w["W_enc"], w["b_dec"])
     if "d_in" in cfg and cfg["d_in"] != w["W_dec"].shape[1]:
         raise HusaiError(
             f"{cfg_file}: d_in {cfg['d_in']} does not match W_dec {tuple(w['W_dec'].shape)}"
@@ -55,4 +54,5 @@ def load(path: Path) -> SAE:
         k = int(cfg.get("k", 32))
     except (TypeError, ValueError):
         raise HusaiError(f"{cfg_file}: k must be an integer, got {cfg.get('k')!r}") from None
-    return build("topk", w, weights_file, seed=int(m.group(1)) if m else 0, k=k)
+    seed = int(m.group(1)) if m else 0
+    return build("topk", w, weights_file, seed=seed, transcoder=bool(cfg.get("transcode")), k=k)
