@@ -151,6 +151,13 @@ class SAEConfig(Strict):
         description="JumpReLU: weight of the L0 penalty (active latents per input, with a "
         "straight-through gradient for the thresholds); MSE is summed over d_in",
     )
+    target_l0: float | None = Field(
+        None,
+        gt=0,
+        description="relu, jumprelu, gated: adapt the sparsity weight (starting from "
+        "l1_coefficient / l0_coefficient) during the first 3/4 of training so that L0 "
+        "approaches this (husai.sae.l0_target); null = fixed weight. TopK family: use k",
+    )
     jumprelu_bandwidth: float = Field(
         0.05,
         gt=0,
@@ -188,6 +195,8 @@ class SAEConfig(Strict):
             raise ValueError(f"prefix_sizes must lie in (0, 1] (got {list(self.prefix_sizes)})")
         if self.d_sae is None and self.expansion_factor is None:
             raise ValueError("set d_sae or expansion_factor")
+        if self.target_l0 is not None and not REGISTRY[self.architecture].coefficient_field:
+            raise ValueError(f"target_l0 is for penalty architectures, not {self.architecture}")
         if REGISTRY[self.architecture].uses_k and self.d_sae is not None and self.k > self.d_sae:
             raise ValueError(f"k ({self.k}) must be ≤ d_sae ({self.d_sae})")
         return self

@@ -20,7 +20,7 @@ def register(cls: T) -> T:
     return cls
 
 
-NOT_ARCHITECTURES = {"base", "registry", "io", "trainer", "formats", "resample"}
+NOT_ARCHITECTURES = {"base", "registry", "io", "trainer", "formats", "resample", "l0_target"}
 
 
 def _load_builtin() -> None:

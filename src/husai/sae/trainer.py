@@ -18,6 +18,7 @@ from husai.config import SAEConfig
 from husai.errors import HusaiError
 from husai.runtime import deterministic
 from husai.sae.base import SAE
+from husai.sae.l0_target import adapt_coefficient, adapting
 from husai.sae.registry import REGISTRY
 from husai.sae.resample import init_from_data, resample_dead, resample_due
 
@@ -106,6 +107,8 @@ def train_sae(
                 rows_SB = order_SN[:, i * B : (i + 1) * B]
                 y_SBO = None if y_ND is None else y_ND[rows_SB]
                 mse = train_step(sae, opt, x_ND[rows_SB], step, y_SBO)
+                if cfg.target_l0 is not None and adapting(step, total):
+                    adapt_coefficient(sae, x_ND[rows_SB], cfg.target_l0)
                 if progress is not None:
                     progress(step + 1, total)
             if resample_due(cfg.epochs, cfg.resample_every_epochs, epoch):
@@ -116,4 +119,5 @@ def train_sae(
         "final_train_mse": [float(v) for v in mse],
         "steps": [total] * len(seeds),
         "resampled_latents": resampled,
+        **({"sparsity_coefficient": sae.coefficient.tolist()} if sae.coefficient_field else {}),
     }
