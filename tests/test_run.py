@@ -149,3 +149,17 @@ def test_synthetic_validation_run_reports_recovery(tmp_path: Path) -> None:
         figs / "d_sae_trend_dense.png"
     ).is_file()
     assert "recovery MCC" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_pareto_front_against_brute_force() -> None:
+    from husai.report.figures import pareto_front
+
+    pts = [(0.9, 0.3), (0.8, 0.5), (0.95, 0.2), (0.7, 0.4), (0.8, 0.5), (0.6, 0.6)]
+    front = pareto_front(pts)
+    brute = [
+        i
+        for i, p in enumerate(pts)
+        if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts)
+    ]
+    assert front == sorted(brute, key=lambda i: pts[i][0])
+    assert {pts[i] for i in front} == {(0.6, 0.6), (0.8, 0.5), (0.9, 0.3), (0.95, 0.2)}

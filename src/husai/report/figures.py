@@ -75,19 +75,41 @@ def trained_vs_baselines(archs: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (higher = better),
+    sorted by the first coordinate."""
+    keep = [
+        i
+        for i, (a, b) in enumerate(points)
+        if not any(c >= a and d >= b and (c, d) != (a, b) for c, d in points)
+    ]
+    return sorted(keep, key=lambda i: points[i][0])
+
+
 def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    for label, arch in archs.items():
+    """Per seed (small dots) and per configuration (mean, with the PWMCC CI): EV vs PWMCC,
+    with the Pareto front of the configuration means."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    means = []
+    for i, (label, arch) in enumerate(archs.items()):
+        colour = f"C{i % 10}"
         m = np.array(arch["consistency"]["pwmcc"]["matrix"])
-        n = len(seeds)
-        per_seed = (m.sum(1) - 1) / (n - 1)
+        per_seed = (m.sum(1) - 1) / (len(seeds) - 1)
         ev = [arch["quality"]["per_seed"][str(s)]["explained_variance"] for s in seeds]
-        ax.scatter(ev, per_seed, label=label, s=30)
+        ax.scatter(ev, per_seed, s=12, alpha=0.45, color=colour)
+        t = arch["consistency"]["pwmcc"]["trained"]
+        x = arch["quality"]["mean"]["explained_variance"]
+        err = [[t["mean"] - t["ci_low"]], [t["ci_high"] - t["mean"]]]
+        ax.errorbar(x, t["mean"], yerr=err, fmt="o", ms=7, color=colour, label=label, capsize=3)
+        means.append((x, t["mean"]))
+    front = pareto_front(means)
+    if len(front) > 1:
+        ax.plot(*zip(*[means[i] for i in front], strict=True), "k--", lw=1, label="Pareto front")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
     ax.set_xlabel("explained variance (higher = better reconstruction)")
-    ax.set_ylabel("mean PWMCC to the other seeds\n(max-|cos|; higher = more consistent)")
-    ax.set_title("each point: one SAE seed", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylabel("PWMCC (max-|cos|; higher = more consistent)")
+    ax.set_title("large: configuration mean ± CI; small: one seed vs the others", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 
