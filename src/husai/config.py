@@ -154,9 +154,10 @@ class SAEConfig(Strict):
     target_l0: float | None = Field(
         None,
         gt=0,
-        description="relu, jumprelu, gated: adapt the sparsity weight (starting from "
-        "l1_coefficient / l0_coefficient) during the first 3/4 of training so that L0 "
-        "approaches this (husai.sae.l0_target); null = fixed weight. TopK family: use k",
+        description="the L0 every architecture aims for (one knob for matched-sparsity "
+        "comparisons): TopK family: sets k (must be a whole number); relu, jumprelu, gated: "
+        "the sparsity weight (starting from l1_coefficient / l0_coefficient) is adapted "
+        "during training so that L0 approaches it (husai.sae.l0_target); null = off",
     )
     jumprelu_bandwidth: float = Field(
         0.05,
@@ -183,6 +184,24 @@ class SAEConfig(Strict):
     epochs: int = Field(20, gt=0, description="passes over the activation set")
     batch_size: int = Field(256, gt=0, description="activations per step")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _k_from_target_l0(cls, data: Any) -> Any:
+        """TopK family: target_l0 sets k (an explicit, different k is an error)."""
+        from husai.sae.registry import REGISTRY
+
+        if not isinstance(data, dict) or data.get("target_l0") is None:
+            return data
+        arch = REGISTRY.get(data.get("architecture", "topk"))
+        if arch is None or not arch.uses_k:
+            return data
+        target = data["target_l0"]
+        if not float(target).is_integer():
+            raise ValueError(f"target_l0 ({target}) sets k here: it must be a whole number")
+        if data.get("k") not in (None, int(target)):
+            raise ValueError(f"k ({data['k']}) and target_l0 ({target}) disagree; set one")
+        return {**data, "k": int(target)}
+
     @model_validator(mode="after")
     def _check(self) -> SAEConfig:
         from husai.sae.registry import REGISTRY
@@ -195,8 +214,9 @@ class SAEConfig(Strict):
             raise ValueError(f"prefix_sizes must lie in (0, 1] (got {list(self.prefix_sizes)})")
         if self.d_sae is None and self.expansion_factor is None:
             raise ValueError("set d_sae or expansion_factor")
-        if self.target_l0 is not None and not REGISTRY[self.architecture].coefficient_field:
-            raise ValueError(f"target_l0 is for penalty architectures, not {self.architecture}")
+        arch = REGISTRY[self.architecture]
+        if self.target_l0 is not None and not (arch.coefficient_field or arch.uses_k):
+            raise ValueError(f"target_l0 cannot be set for {self.architecture}")
         if REGISTRY[self.architecture].uses_k and self.d_sae is not None and self.k > self.d_sae:
             raise ValueError(f"k ({self.k}) must be ≤ d_sae ({self.d_sae})")
         return self
@@ -244,6 +264,11 @@ class DataConfig(Strict):
         None, description="husai.synthetic.SyntheticConfig fields (source = synthetic)"
     )
     path: str | None = Field(None, description="activation file (source = file)")
+    sae_overrides: dict[str, Any] | None = Field(
+        None,
+        description="SAEConfig fields set for every SAE trained on this data set (e.g. "
+        "{k: 4, target_l0: 4} for a synthetic set with 4 active features)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -292,7 +317,25 @@ class RunConfig(Strict):
             raise ValueError("saes: need at least one SAE configuration")
         if any("/" in label for label in labels):
             raise ValueError(f"SAE labels must not contain '/' (got {labels})")
+        for d in self.data:
+            if d.sae_overrides and {"name", "architecture"} & set(d.sae_overrides):
+                raise ValueError(f"data {d.name}: sae_overrides cannot set name or architecture")
+            try:
+                self.saes_for(d)
+            except ValidationError as e:
+                msg = _format_error(e).removeprefix("config: ")
+                raise ValueError(f"data {d.name}: sae_overrides: {msg}") from None
         return self
+
+    def saes_for(self, data: DataConfig) -> tuple[SAEConfig, ...]:
+        """The SAE configs as trained on `data` (its `sae_overrides` applied)."""
+        if not data.sae_overrides:
+            return self.saes
+        over = data.sae_overrides
+        drop = {"k"} if over.get("target_l0") is not None and "k" not in over else set()
+        return tuple(
+            SAEConfig.model_validate({**s.model_dump(exclude=drop), **over}) for s in self.saes
+        )
 
     @property
     def uses_toy(self) -> bool:
@@ -301,10 +344,10 @@ class RunConfig(Strict):
 
 def _format_error(e: ValidationError) -> str:
     err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "config"
+    loc = ".".join(str(x) for x in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"config: {loc}: {msg}{more}"
+    return f"config: {loc + ': ' if loc else ''}{msg}{more}"
 
 
 def parse_run_config(data: dict[str, Any]) -> RunConfig:

@@ -9,7 +9,6 @@ import torch
 from _sae_truth import recovery_l0_ev, train_on_synthetic_truth
 
 from husai.config import SAEConfig
-from husai.errors import HusaiError
 from husai.sae import build_sae
 from husai.sae.l0_target import RATE, adapt_coefficient, adapting
 
@@ -47,7 +46,7 @@ def test_reaches_target_l0_on_synthetic_truth(arch: str) -> None:
     assert mcc >= 0.8, mcc
 
 
-def test_target_l0_is_refused_for_the_topk_family() -> None:
-    with pytest.raises(ValueError, match="target_l0"):
-        SAEConfig(architecture="topk", target_l0=8)
-    assert HusaiError  # config errors surface as HusaiError through parse_run_config
+def test_target_l0_is_k_for_the_topk_family() -> None:
+    assert SAEConfig(architecture="batchtopk", target_l0=8).k == 8
+    with pytest.raises(ValueError, match="whole number"):
+        SAEConfig(architecture="topk", target_l0=8.5)

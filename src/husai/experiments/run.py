@@ -106,6 +106,7 @@ def sae_stage(
             "job_hash": key,
             "final_train_mse": info["final_train_mse"][s],
             "steps": info["steps"][s],
+            **{k: info[k][s] for k in ("resampled_latents", "sparsity_coefficient") if k in info},
             "activations_tensor_sha256": data.hash,
         }
         save_sae(sae.select(s), d, extra=extra)
@@ -236,7 +237,7 @@ def _run(
         with timer.stage(f"data:{data_cfg.name}"):
             data = dataset_stage(data_cfg, cfg, run_dir, toy)
         archs: dict[str, Any] = {}
-        for sae_cfg in cfg.saes:
+        for sae_cfg in cfg.saes_for(data_cfg):
             tag = f"{data.name}/{sae_cfg.label}"
             with timer.stage(f"train:{tag}"):
                 sae, fresh = sae_stage(cfg, sae_cfg, data, run_dir, progress)
