@@ -107,7 +107,7 @@ def train_sae(
                 rows_SB = order_SN[:, i * B : (i + 1) * B]
                 y_SBO = None if y_ND is None else y_ND[rows_SB]
                 mse = train_step(sae, opt, x_ND[rows_SB], step, y_SBO)
-                if cfg.target_l0 is not None and adapting(step, total):
+                if cfg.target_l0 is not None and sae.coefficient_field and adapting(step, total):
                     adapt_coefficient(sae, x_ND[rows_SB], cfg.target_l0)
                 if progress is not None:
                     progress(step + 1, total)
