@@ -163,3 +163,32 @@ def test_pareto_front_against_brute_force() -> None:
     ]
     assert front == sorted(brute, key=lambda i: pts[i][0])
     assert {pts[i] for i in front} == {(0.6, 0.6), (0.8, 0.5), (0.9, 0.3), (0.95, 0.2)}
+
+
+def test_trained_cis_resample_seeds(tiny_run: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from husai.metrics.stats import seed_bootstrap_ci
+
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    block = next(iter(m["datasets"]["toy"]["architectures"].values()))["consistency"]["pwmcc"]
+    matrix = np.array(block["matrix"])
+    kw = {"level": 0.95, "n_resamples": m_cfg_n(tiny_run), "seed": 0, "method": "bca"}
+    expect = seed_bootstrap_ci(matrix, **kw)
+    assert block["trained"]["method"] == expect["method"]
+    assert (block["trained"]["ci_low"], block["trained"]["ci_high"]) == (
+        expect["ci_low"],
+        expect["ci_high"],
+    )
+    delta = seed_bootstrap_ci(matrix - block["random"]["mean"], **kw)
+    d = block["trained_minus_random"]
+    assert (d["ci_low"], d["ci_high"]) == (delta["ci_low"], delta["ci_high"])
+    assert "pair_bootstrap" in d and "pair_bootstrap" in block["trained"]
+
+
+def m_cfg_n(run_dir: Path) -> int:
+    import json
+
+    return json.loads((run_dir / "manifest.json").read_text())["config"]["metrics"]["n_bootstrap"]

@@ -21,6 +21,7 @@ from husai.metrics import (
     mse,
     pairwise,
     random_dictionaries,
+    seed_bootstrap_ci,
 )
 from husai.sae.base import SAE
 from husai.sae.trainer import build_sae
@@ -69,8 +70,32 @@ def summarise_values(
                 n_resamples=m.n_bootstrap,
                 seed=m.baseline_seed,
             )
+    _seed_level(block, np.asarray(matrix, dtype=np.float64), m)
     block["matrix"] = np.asarray(matrix).tolist()
     return block
+
+
+def _seed_level(block: dict[str, Any], matrix: np.ndarray, m: MetricsConfig) -> None:
+    """Make the trained mean's CI and trained − each baseline's CI seed-bootstrap BCa CIs
+    (resample seeds, not pairs: pairs share seeds, so a pair bootstrap is too narrow); the
+    baseline's mean is held fixed (its spread is far smaller than the trained seeds'). The
+    pair-bootstrap CIs stay under `pair_bootstrap`."""
+    kw = {"level": m.ci_level, "n_resamples": m.n_bootstrap, "seed": m.baseline_seed}
+    t = block["trained"]
+    sb = seed_bootstrap_ci(matrix, method="bca", **kw)
+    t["pair_bootstrap"] = {k: t[k] for k in ("ci_low", "ci_high", "method")}
+    t.update(ci_low=sb["ci_low"], ci_high=sb["ci_high"], method=sb["method"], se=sb["se"])
+    for key in [k for k in block if k.startswith("trained_minus_")]:
+        d = block[key]
+        sb = seed_bootstrap_ci(
+            matrix - block[key.removeprefix("trained_minus_")]["mean"], method="bca", **kw
+        )
+        d["pair_bootstrap"] = {k: d[k] for k in ("ci_low", "ci_high", "ci_method")}
+        d.update(
+            ci_low=sb["ci_low"],
+            ci_high=sb["ci_high"],
+            ci_method=f"{sb['method']}, baseline mean held fixed",
+        )
 
 
 def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> dict[str, Any]:

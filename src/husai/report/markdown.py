@@ -32,8 +32,8 @@ def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int) -> str:
     verdict = "above" if d["ci_low"] > 0 else ("below" if d["ci_high"] < 0 else "not resolved from")
     text = (
         f"- **{label}** on `{ds}`: PWMCC (max-|cos|, higher = more consistent) across {n_seeds} "
-        f"seeds ({len(c['trained']['pairs'])} pairs) is {_ci(c['trained'])} (mean [95% "
-        f"bootstrap CI over pairs]) vs {_ci(c['random'])} for matched random dictionaries and "
+        f"seeds ({len(c['trained']['pairs'])} pairs) is {_ci(c['trained'])} (mean over pairs "
+        f"[95% CI, {c['trained']['method']}]) vs {_ci(c['random'])} for matched random dictionaries and "
         f"{_ci(c['init'])} at initialisation: trained − random = {d['delta']:.3f} "
         f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}], {verdict} chance ({tests}). Share of latents "
         f"with a counterpart in another seed at {shared}."
@@ -209,10 +209,12 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         "Question: if the same sparse autoencoder is trained again with another seed, do the "
         "same features (decoder directions) come back — more than chance would give?",
         "",
-        "All consistency numbers compare decoder rows over seed pairs: mean [95% percentile "
-        "bootstrap CI over pairs]; *random* = matched random unit Gaussian dictionaries (same "
-        "shape and number of seeds), *init* = the same SAEs before training. The bootstrap "
-        "resamples pairs as if independent; pairs share seeds, so these CIs are optimistic. "
+        "All consistency numbers compare decoder rows over seed pairs: mean over pairs [95% CI]. "
+        "The CIs of trained SAEs and of trained − baseline resample seeds, not pairs (seed "
+        "bootstrap, BCa: pairs share seeds, so a bootstrap over pairs would be too narrow); the "
+        "baselines' CIs are percentile bootstraps over pairs. *random* = matched random unit "
+        "Gaussian dictionaries (same shape and number of seeds), *init* = the same SAEs before "
+        "training. "
         f"Quality numbers are seed means over {metrics['quality_eval_set']}"
         + (
             f"; downstream numbers on the {metrics['downstream_eval_split']}."

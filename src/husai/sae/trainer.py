@@ -72,6 +72,7 @@ def train_sae(
     *,
     y_ND: Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[int, SAE], None] | None = None,
 ) -> tuple[SAE, dict[str, list[float]]]:
     """Train one SAE per seed on activations [N, D] (or, given targets y [N, O], one
     transcoder x → y); returns the ensemble and final losses (MSE against the target)."""
@@ -114,6 +115,8 @@ def train_sae(
             if resample_due(cfg.epochs, cfg.resample_every_epochs, epoch):
                 n = resample_dead(sae, opt, x_ND, (epoch + 1) * per_epoch)
                 resampled = [a + b for a, b in zip(resampled, n, strict=True)]
+            if on_epoch is not None:
+                on_epoch(epoch + 1, sae)  # e.g. a consistency trajectory checkpoint
         sae.finish_training(x_ND)
     return sae, {
         "final_train_mse": [float(v) for v in mse],
