@@ -186,3 +186,36 @@ def downstream(
         )
         per_seed.append(r)
     return {"baselines": base, "per_seed": per_seed}
+
+
+def toy_truths(model: Any, toy_cfg: Any, hook: str) -> dict[str, Tensor]:
+    """Known structure of the toy model at `hook` (husai.toy.structure), as unit rows:
+    class_means (one per answer c), answer_fourier (key-frequency cos/sin of c) and
+    input_fourier (of a and b, near-duplicates dropped); empty for a constant hook."""
+    from husai.toy.structure import (
+        answer_activations,
+        class_mean_structure,
+        distinct_directions,
+        fourier_structure,
+        input_grid,
+        model_key_frequencies,
+    )
+
+    grid = input_grid(toy_cfg.model)
+    acts = answer_activations(model, grid.tokens, [hook])[hook]
+    if float((acts - acts.mean(0)).pow(2).sum()) <= 1e-12 * float(acts.pow(2).sum()):
+        return {}
+    key = model_key_frequencies(model, toy_cfg.train.fourier_mass)
+    out = {"class_means": class_mean_structure(acts, grid.labels)[0]}
+    for basis in ("answer", "inputs"):
+        rows = distinct_directions(fourier_structure(model, toy_cfg, hook, key, basis))[0]
+        out[f"{basis.rstrip('s')}_fourier"] = rows
+    return {k: v[v.norm(dim=-1) > 0] for k, v in out.items()}
+
+
+def structure_block(sae: SAE, truths: dict[str, Tensor]) -> dict[str, Any]:
+    """Per structure: recovery by every seed's decoder (Hungarian MCC, fraction at |cos| >
+    0.9; higher = better), seed means and per seed."""
+    from husai.toy.structure import recovery_against
+
+    return {k: recovery_against(sae.W_dec.detach(), t) for k, t in truths.items()}

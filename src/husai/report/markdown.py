@@ -33,7 +33,8 @@ def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int) -> str:
     text = (
         f"- **{label}** on `{ds}`: PWMCC (max-|cos|, higher = more consistent) across {n_seeds} "
         f"seeds ({len(c['trained']['pairs'])} pairs) is {_ci(c['trained'])} (mean over pairs "
-        f"[95% CI, {c['trained']['method']}]) vs {_ci(c['random'])} for matched random dictionaries and "
+        f"[95% CI, {c['trained']['method']}]) vs {_ci(c['random'])} for matched random "
+        "dictionaries and "
         f"{_ci(c['init'])} at initialisation: trained − random = {d['delta']:.3f} "
         f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}], {verdict} chance ({tests}). Share of latents "
         f"with a counterpart in another seed at {shared}."

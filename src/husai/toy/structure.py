@@ -203,7 +203,9 @@ def _model_cfg(model: torch.nn.Module, cfg: ToyConfig | ToyModelConfig) -> ToyMo
     return mc
 
 
-def _answer_acts(model: torch.nn.Module, tokens: Tensor, hooks: list[str]) -> dict[str, Tensor]:
+def answer_activations(
+    model: torch.nn.Module, tokens: Tensor, hooks: list[str]
+) -> dict[str, Tensor]:
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, hooks, position="answer")
     return cache
@@ -231,7 +233,7 @@ def fourier_structure(
     """
     grid = input_grid(_model_cfg(model, cfg))
     phases = _phases(grid, basis)
-    acts = _answer_acts(model, grid.tokens, [hook])[hook]
+    acts = answer_activations(model, grid.tokens, [hook])[hook]
     try:
         return fourier_fit(acts, phases, grid.n, key_freqs)[0]
     except HusaiError as e:
@@ -331,7 +333,7 @@ def structure_summary(
     key = model_key_frequencies(model, mass) if key_freqs is None else key_freqs
     key = _check_freqs(key, grid.n)
     hooks = model.hook_names if hooks is None else list(hooks)
-    cache = _answer_acts(model, grid.tokens, hooks)
+    cache = answer_activations(model, grid.tokens, hooks)
     emb_dirs, emb_share = embedding_structure(model, key)
     return {
         "position": "answer",
