@@ -178,6 +178,42 @@ def run(
     out_console.print(f"report: {out / 'report.md'}")
 
 
+@app.command(
+    help="Adaptive L0 calibration: train a TopK-family SAE at every candidate k, select the "
+    "k with the highest lower CI bound of trained − random PWMCC subject to an EV floor, then "
+    "retrain it and a control k with more seeds and report the improvement with a CI. CONFIG "
+    "fields: toy, activations, data (one set), sae, candidates, search_seeds, ev_floor, "
+    "control_k, confirm_seeds, confirm_epochs, metrics (see configs/calibrate.yaml)."
+)
+@user_errors
+def calibrate(
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML/TOML config (default: built-in)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output directory (default: runs/<config name>)")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="toy-model cache (default: ~/.cache/husai)")
+    ] = None,
+) -> None:
+    from husai.config import parse_config, read_config_file
+    from husai.experiments.calibrate import CalibrateConfig
+    from husai.experiments.calibrate import calibrate as run_calibration
+
+    data = read_config_file(config) if config else {}
+    cfg = parse_config(data, CalibrateConfig)
+    out = out or Path("runs") / (config.stem if config else "calibrate")
+    t0 = time.perf_counter()
+    result = run_calibration(cfg, out, cache_dir=cache_dir)
+    imp = result["improvement_selected_minus_control"]
+    _stdout().print(
+        f"selected k = {result['selected_k']}; PWMCC improvement over k = "
+        f"{result['control_k']}: {imp['mean']:+.3f} [{imp['ci_low']:+.3f}, {imp['ci_high']:+.3f}]"
+        f"; total {time.perf_counter() - t0:.1f} s; report: {out / 'report.md'}"
+    )
+
+
 @app.command("train-model")
 @user_errors
 def train_model(

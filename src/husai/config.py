@@ -350,18 +350,20 @@ def _format_error(e: ValidationError) -> str:
     return f"config: {loc + ': ' if loc else ''}{msg}{more}"
 
 
-def parse_run_config(data: dict[str, Any]) -> RunConfig:
-    """Validate a (possibly partial) dict; missing fields take their defaults."""
+def parse_config(data: dict[str, Any], cls: type[Strict]) -> Any:
+    """Validate a (possibly partial) dict as `cls`; missing fields take their defaults."""
     try:
-        return RunConfig.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as e:
         raise HusaiError(_format_error(e)) from None
 
 
-def load_run_config(path: Path | None) -> RunConfig:
-    """Read a YAML or TOML file (or nothing: the built-in default)."""
-    if path is None:
-        return RunConfig()
+def parse_run_config(data: dict[str, Any]) -> RunConfig:
+    return parse_config(data, RunConfig)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML or TOML file (one-line HusaiError otherwise)."""
     path = Path(path)
     if not path.is_file():
         raise HusaiError(f"{path}: config file not found")
@@ -375,4 +377,9 @@ def load_run_config(path: Path | None) -> RunConfig:
         raise HusaiError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise HusaiError(f"{path}: config must be a mapping at top level")
-    return parse_run_config(data)
+    return data
+
+
+def load_run_config(path: Path | None) -> RunConfig:
+    """Read a YAML or TOML file (or nothing: the built-in default)."""
+    return RunConfig() if path is None else parse_run_config(read_config_file(path))
