@@ -213,9 +213,18 @@ def toy_truths(model: Any, toy_cfg: Any, hook: str) -> dict[str, Tensor]:
     return {k: v[v.norm(dim=-1) > 0] for k, v in out.items()}
 
 
-def structure_block(sae: SAE, truths: dict[str, Tensor]) -> dict[str, Any]:
+def structure_block(sae: SAE, truths: dict[str, Tensor], baseline_seed: int = 0) -> dict[str, Any]:
     """Per structure: recovery by every seed's decoder (Hungarian MCC, fraction at |cos| >
-    0.9; higher = better), seed means and per seed."""
+    0.9; higher = better), seed means and per seed, and the same for matched random
+    dictionaries ("random": the recovery chance gives)."""
     from husai.toy.structure import recovery_against
 
-    return {k: recovery_against(sae.W_dec.detach(), t) for k, t in truths.items()}
+    rand = torch.stack(random_dictionaries(sae.n_seeds, sae.d_sae, sae.d_out, baseline_seed))
+    out = {}
+    for name, truth in truths.items():
+        r = recovery_against(rand, truth)
+        out[name] = {
+            **recovery_against(sae.W_dec.detach(), truth),
+            "random": {k: r[k] for k in ("hungarian_mcc", "mean_max_cos", "fraction_recovered")},
+        }
+    return out

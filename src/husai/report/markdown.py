@@ -46,6 +46,14 @@ def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int) -> str:
             f" fraction of true features recovered at |cos| > 0.9: "
             f"{q['recovery_fraction_recovered']:.1%} (higher = better)."
         )
+    if arch.get("structure"):
+        text += " Recovery of the toy model's known structure (Hungarian MCC, seed mean; random "
+        text += "dictionaries in brackets; higher = better): " + "; ".join(
+            f"{k} {v['hungarian_mcc']:.3f} [{v['random']['hungarian_mcc']:.3f}], "
+            f"{v['fraction_recovered']:.0%} of {v['n_true']} directions at |cos| > 0.9"
+            for k, v in arch["structure"].items()
+        )
+        text += "."
     return text + f" Source: {src}."
 
 
@@ -62,6 +70,7 @@ def _table(archs: dict[str, Any]) -> list[str]:
             ("recovery MCC", "recovery_hungarian_mcc", ".3f"),
             ("recovered @0.9", "recovery_fraction_recovered", ".3f"),
         ]
+    structures = list(next(iter(archs.values())).get("structure", {}))
     thresholds = [
         k.split("@")[1]
         for k in next(iter(archs.values()))["consistency"]
@@ -81,6 +90,7 @@ def _table(archs: dict[str, Any]) -> list[str]:
         + [f"shared@{t}" for t in thresholds]
         + ["EV", "MSE", "L0", "dead frac"]
         + [e[0] for e in extra]
+        + [f"{t} recovery MCC (@0.9)" for t in structures]
     )
     rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for label, a in archs.items():
@@ -101,6 +111,11 @@ def _table(archs: dict[str, Any]) -> list[str]:
             f"{q['l0']:.1f}",
             f"{q['dead_fraction']:.3f}",
             *[format(q[key], fmt) for _, key, fmt in extra],
+            *[
+                f"{a['structure'][t]['hungarian_mcc']:.3f} "
+                f"({a['structure'][t]['fraction_recovered']:.2f})"
+                for t in structures
+            ],
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
@@ -121,11 +136,38 @@ def _toy_section(toy: dict[str, Any]) -> list[str]:
         f"); the key frequencies explain {f['logit_r2']:.1%} of the logits' variance over all "
         "p² inputs (Nanda's R²). Source: `toy_model/config.json`, `metrics.json` → `toy_model`.",
         "",
+        *_structure_lines(toy.get("structure")),
         "![Fourier spectrum](figures/fourier_spectrum.png)",
         "",
         "![Training curve](figures/training_curve.png)",
         "",
     ]
+
+
+def _structure_lines(st: dict[str, Any] | None) -> list[str]:
+    """Variance explained by each known structure, per hook (husai.toy.structure)."""
+    if not st:
+        return []
+    lines = [
+        "Known structure (candidate true features) at the answer position, per hook: share of "
+        "the activations' variance explained by the answer's class means, by the answer's "
+        f"key-frequency Fourier directions (key frequencies {st['key_frequencies']}), and by "
+        "the inputs' (a, b) key-frequency directions. Source: `metrics.json` → "
+        "`toy_model.structure`.",
+        "",
+        "| hook | class means | answer Fourier (key) | inputs Fourier (key) |",
+        "|---|---|---|---|",
+    ]
+    for hook, h in st["hooks"].items():
+        if h["constant"]:
+            lines.append(f"| {hook} | constant | | |")
+            continue
+        lines.append(
+            f"| {hook} | {h['class_means']['variance_explained']:.3f} | "
+            f"{h['answer_fourier']['variance_explained_key']:.3f} | "
+            f"{h['input_fourier']['variance_explained_key']:.3f} |"
+        )
+    return [*lines, ""]
 
 
 def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
