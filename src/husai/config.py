@@ -198,7 +198,7 @@ class SAEConfig(Strict):
         50,
         gt=0,
         description="assignment, joint: recompute the Hungarian matchings every this many "
-        "steps (fixed in between; joint: S(S−1)/2 matchings, ~0.2 s each at 1024 latents)",
+        "steps (fixed in between; joint: S(S−1)/2 matchings, ~0.05–0.2 s each at 1024 latents)",
     )
     reference_seed: int | None = Field(
         None,

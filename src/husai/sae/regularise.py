@@ -28,8 +28,11 @@ training (bit-identical to no penalty); the final m_s and penalty are still repo
 Each step costs one no-grad pass building sign-aligned partner rows q [S, F, d_out] (the best
 match: one blocked [S, F, G] |cos| product; the fixed matchings: gathers) and one
 differentiable row-wise product with q: the value and gradient equal those of Σ |cos|, with
-O(S·F·d_out) memory for autograd. A Hungarian matching of 1024 × 1024 takes ~0.2 s (2048:
-~0.5–0.9 s) on one CPU core, so `reassign_every` sets its share of the training time.
+O(S·F·d_out) memory for autograd. On one CPU core (S = 5, F = 1024, d_out = 128) the best
+match adds ~40 ms a step (the unpenalised TopK step: ~70 ms); a Hungarian matching of
+1024 × 1024 takes ~0.05–0.2 s (2048: ~0.5–0.9 s), i.e. ~0.3 s (assignment) and ~0.5 s
+(joint, 10 pairs) per recomputation, so `reassign_every` sets their share of the time
+(benchmarks/bench_regularise.py).
 """
 
 from __future__ import annotations
