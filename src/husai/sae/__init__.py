@@ -2,6 +2,8 @@
 
 Every architecture is also a transcoder (input x at one hook, target y at another):
 `train_sae(cfg, x, seeds, y_ND=y)`, `build_sae(cfg, d_in, seeds, d_out=...)`.
+Consistency-regularised training (`consistency_penalty`, husai.sae.regularise):
+`train_sae(cfg, x, seeds, reference=R)`, R e.g. from `regularise.train_reference`.
 """
 
 import husai.config  # noqa: F401  (first: config → registry → architectures → base)

@@ -20,7 +20,16 @@ def register(cls: T) -> T:
     return cls
 
 
-NOT_ARCHITECTURES = {"base", "registry", "io", "trainer", "formats", "resample", "l0_target"}
+NOT_ARCHITECTURES = {
+    "base",
+    "registry",
+    "io",
+    "trainer",
+    "formats",
+    "resample",
+    "l0_target",
+    "regularise",
+}
 
 
 def _load_builtin() -> None:

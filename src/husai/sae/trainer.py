@@ -20,6 +20,7 @@ from husai.runtime import deterministic
 from husai.sae.base import SAE
 from husai.sae.l0_target import adapt_coefficient, adapting
 from husai.sae.registry import REGISTRY
+from husai.sae.regularise import ConsistencyRegulariser, make_regulariser
 from husai.sae.resample import init_from_data, resample_dead, resample_due
 
 DATA_SEED_OFFSET = 1_000_003
@@ -38,10 +39,21 @@ def check_finite(x: Tensor, what: str) -> None:
 
 
 def train_step(
-    sae: SAE, opt: torch.optim.Optimizer, x_SBD: Tensor, step: int, y_SBO: Tensor | None = None
-) -> Tensor:
-    """One Adam step on all seeds; returns the per-seed MSE. Raises on a non-finite loss."""
+    sae: SAE,
+    opt: torch.optim.Optimizer,
+    x_SBD: Tensor,
+    step: int,
+    y_SBO: Tensor | None = None,
+    consistency: ConsistencyRegulariser | None = None,
+) -> dict[str, Tensor]:
+    """One Adam step on all seeds; returns the per-seed loss parts ("mse", ...; detached).
+    Raises on a non-finite loss. An active `consistency` regulariser adds its per-seed
+    penalty (parts "consistency", and "consistency_mcc" the mean matched |cos|)."""
     loss_S, parts = sae.loss(x_SBD, y_SBO)
+    if consistency is not None and consistency.active:
+        penalty_S, parts["consistency_mcc"] = consistency(sae.W_dec, step)
+        loss_S = loss_S + penalty_S
+        parts["consistency"] = penalty_S.detach()
     bad = ~torch.isfinite(loss_S)
     if bad.any():
         seed = sae.seeds[int(bad.nonzero()[0])]
@@ -54,7 +66,7 @@ def train_step(
     opt.step()
     sae.normalize_decoder()
     sae.after_step(parts, x_SBD.shape[-2])
-    return parts["mse"]
+    return parts
 
 
 def _matrix(x: Tensor, what: str) -> Tensor:
@@ -71,11 +83,14 @@ def train_sae(
     seeds: Sequence[int],
     *,
     y_ND: Tensor | None = None,
+    reference: Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[int, SAE], None] | None = None,
 ) -> tuple[SAE, dict[str, list[float]]]:
     """Train one SAE per seed on activations [N, D] (or, given targets y [N, O], one
-    transcoder x → y); returns the ensemble and final losses (MSE against the target)."""
+    transcoder x → y); returns the ensemble and final losses (MSE against the target).
+    `reference` [G, O]: the frozen decoder that consistency_penalty "reference" and
+    "assignment" pull towards (husai.sae.regularise; e.g. `train_reference`)."""
     x_ND = _matrix(x_ND, "activations")
     N, D = x_ND.shape
     if y_ND is None:
@@ -92,6 +107,7 @@ def train_sae(
     if cfg.init == "data":
         init_from_data(sae, x_ND)
     sae.fit_init(x_ND, y_ND)
+    consistency = make_regulariser(cfg, len(seeds), sae.d_out, reference)
     sae.start_training(N)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     gens = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
@@ -107,7 +123,7 @@ def train_sae(
                 step = epoch * per_epoch + i
                 rows_SB = order_SN[:, i * B : (i + 1) * B]
                 y_SBO = None if y_ND is None else y_ND[rows_SB]
-                mse = train_step(sae, opt, x_ND[rows_SB], step, y_SBO)
+                mse = train_step(sae, opt, x_ND[rows_SB], step, y_SBO, consistency)["mse"]
                 if cfg.target_l0 is not None and sae.coefficient_field and adapting(step, total):
                     adapt_coefficient(sae, x_ND[rows_SB], cfg.target_l0)
                 if progress is not None:
@@ -118,9 +134,15 @@ def train_sae(
             if on_epoch is not None:
                 on_epoch(epoch + 1, sae)  # e.g. a consistency trajectory checkpoint
         sae.finish_training(x_ND)
+    final: dict[str, list[float]] = {}
+    if consistency is not None:  # on the final decoder, with fresh matchings
+        with torch.no_grad():
+            penalty, mcc = consistency(sae.W_dec, None)
+        final = {"consistency_penalty": penalty.tolist(), "consistency_mcc": mcc.tolist()}
     return sae, {
         "final_train_mse": [float(v) for v in mse],
         "steps": [total] * len(seeds),
         "resampled_latents": resampled,
         **({"sparsity_coefficient": sae.coefficient.tolist()} if sae.coefficient_field else {}),
+        **final,
     }
