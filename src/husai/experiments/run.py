@@ -1,8 +1,10 @@
-"""`husai run`: (toy model →) activation sets → SAEs × seeds → metrics → report.
+"""`husai run`: (toy model →) activation sets → SAE jobs (train × seeds, evaluate) →
+metrics → report.
 
-Each stage writes its artifacts atomically and is skipped when a valid artifact for the
-same resolved config already exists, so an interrupted run resumes where it stopped.
-Layout: `toy_model/`, `data/<set>/activations.safetensors`, `saes/<set>/<sae>/seed_<n>/`,
+The toy model and the data sets are sequential stages; every (data set, SAE config) pair is
+one `sae` job run by the experiment engine (inline, process pool or Ray), skipped when its
+`job.json` says it is done, so an interrupted run resumes where it stopped. Layout:
+`toy_model/`, `data/<set>/activations.safetensors`, `saes/<set>/<sae>/{job.json,seed_<n>/}`,
 `metrics.json`, `manifest.json`, `figures/`, `report.md`.
 """
 
@@ -11,28 +13,18 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
-from husai.activations import extract_toy, load_activations, save_activations, split_rows
+from husai.activations import extract_toy, load_activations, save_activations
 from husai.config import DataConfig, RunConfig, SAEConfig
 from husai.errors import HusaiError
-from husai.experiments.evaluate import consistency, downstream, quality, recovery_block
+from husai.experiments.engine import Job, Progress, Summary, run_jobs
 from husai.io import config_hash, provenance, read_json, sha256_file, tensor_hash, write_json
 from husai.runtime import deterministic
-from husai.sae import load as load_sae
-from husai.sae import save as save_sae
-from husai.sae import train_sae
-from husai.sae.base import SAE
-from husai.sae.io import CFG_FILE
-
-Progress = Callable[[str, int, int], None]
 
 
 def default_cache_dir() -> Path:
@@ -71,57 +63,15 @@ def toy_model_stage(cfg: RunConfig, run_dir: Path, cache_dir: Path, progress: bo
     return target
 
 
-def sae_dir(run_dir: Path, dataset: str, label: str, seed: int) -> Path:
-    return run_dir / "saes" / dataset / label / f"seed_{seed}"
-
-
-def _stack(saes: list[SAE]) -> SAE:
-    """One-seed SAEs (same config) → an ensemble with stacked weights."""
-    first = saes[0]
-    ens = type(first)(first.cfg, first.d_in, [s.seeds[0] for s in saes])
-    with torch.no_grad():
-        for name, p in ens.named_parameters():
-            p.copy_(torch.cat([getattr(s, name) for s in saes]))
-    return ens
-
-
-def sae_stage(
-    cfg: RunConfig,
-    sae_cfg: SAEConfig,
-    data: Dataset,
-    run_dir: Path,
-    progress: Progress | None,
-) -> tuple[SAE, bool]:
-    """Train all seeds of one SAE config together, or load them if already trained."""
-    key = config_hash({"sae": sae_cfg.model_dump(mode="json"), "activations": data.hash})
-    dirs = [sae_dir(run_dir, data.name, sae_cfg.label, s) for s in cfg.seeds]
-    if all((d / CFG_FILE).is_file() for d in dirs):
-        if all(read_json(d / CFG_FILE)["husai"].get("job_hash") == key for d in dirs):
-            return _stack([load_sae(d) for d in dirs]), False
-    tag = f"{data.name}/{sae_cfg.label}"
-    cb = (lambda i, n: progress(tag, i, n)) if progress else None
-    sae, info = train_sae(sae_cfg, data.x, cfg.seeds, progress=cb)
-    for s, d in enumerate(dirs):
-        extra = {
-            "job_hash": key,
-            "final_train_mse": info["final_train_mse"][s],
-            "steps": info["steps"][s],
-            **{k: info[k][s] for k in ("resampled_latents", "sparsity_coefficient") if k in info},
-            "activations_tensor_sha256": data.hash,
-        }
-        save_sae(sae.select(s), d, extra=extra)
-    return sae, True
-
-
 @dataclass
 class Dataset:
-    """An activation set, saved in the run directory, with what is known about it."""
+    """An activation set saved in the run directory, with what is known about it."""
 
     name: str
-    x: Tensor
-    hash: str
+    path: Path
+    hash: str  # tensor hash of the activations
     info: dict[str, Any]
-    truth: Tensor | None = None  # ground-truth feature directions (synthetic data)
+    truth_hash: str | None = None  # tensor hash of the ground-truth features (synthetic)
 
 
 def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> Dataset:
@@ -154,40 +104,33 @@ def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> 
     }
     if truth is not None:
         info["n_true_features"] = int(truth.shape[0])
-    return Dataset(data.name, x, tensor_hash(x), info, truth)
+    truth_hash = tensor_hash(truth) if truth is not None else None
+    return Dataset(data.name, path, tensor_hash(x), info, truth_hash)
 
 
-def evaluate_sae(
-    cfg: RunConfig, sae_cfg: SAEConfig, sae: SAE, data: Dataset, toy: Any
-) -> dict[str, Any]:
-    """Consistency, quality, and downstream (toy) or recovery (synthetic) for one config."""
-    resolved = sae_cfg.resolve(data.x.shape[1])
-    qual = quality(sae, data.x)
-    out: dict[str, Any] = {
-        "config": resolved.model_dump(mode="json"),
-        "saes": {str(s): f"saes/{data.name}/{sae_cfg.label}/seed_{s}" for s in cfg.seeds},
-        "consistency": consistency(sae, resolved, cfg.metrics),
+def sae_job(
+    cfg: RunConfig, sae_cfg: SAEConfig, data: Dataset, run_dir: Path, model_hash: str | None
+) -> Job:
+    """The job that trains and evaluates one SAE config on one data set."""
+    down = None
+    inputs = {"activations": str(data.path)}
+    if model_hash is not None and data.info["source"] == "toy":
+        down = {
+            "toy": cfg.toy.model_dump(mode="json"),
+            "hook": cfg.activations.hook,
+            "model_sha256": model_hash,
+        }
+        inputs["toy_model"] = str(run_dir / "toy_model")
+    spec = {
+        "sae": sae_cfg.model_dump(mode="json"),
+        "seeds": list(cfg.seeds),
+        "activations": data.hash,
+        "truth": data.truth_hash,
+        "metrics": cfg.metrics.model_dump(mode="json"),
+        "downstream": down,
     }
-    if toy is not None and data.info["source"] == "toy":
-        from husai.toy import make_dataset
-
-        model, _ = toy
-        tokens, labels = make_dataset(cfg.toy.model.p, cfg.toy.model.op)
-        rows = split_rows(cfg.toy, "test")
-        down = downstream(
-            model, cfg.activations.hook, tokens[rows], labels[rows], sae, data.x.mean(0)
-        )
-        for q, d in zip(qual, down["per_seed"], strict=True):
-            q.update({f"downstream_{k}": v for k, v in d.items()})
-        out["downstream_baselines"] = down["baselines"]
-    if data.truth is not None:
-        for q, r in zip(qual, recovery_block(sae, data.truth), strict=True):
-            q.update({f"recovery_{k}": v for k, v in r.items() if isinstance(v, float)})
-    out["quality"] = {
-        "per_seed": {str(s): q for s, q in zip(cfg.seeds, qual, strict=True)},
-        "mean": {k: sum(q[k] for q in qual) / len(qual) for k in qual[0]},
-    }
-    return out
+    out_dir = run_dir / "saes" / data.name / sae_cfg.label
+    return Job("sae", spec, out_dir, inputs, name=f"{data.name}/{sae_cfg.label}")
 
 
 def run(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
@@ -204,6 +147,9 @@ def _run(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     toy_progress: bool = False,
+    executor: str = "inline",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -232,19 +178,21 @@ def _run(
         }
         metrics["downstream_eval_split"] = "toy model test split (pairs never trained on)"
 
-    trained_now: list[str] = []
+    datasets = []
     for data_cfg in cfg.data:
         with timer.stage(f"data:{data_cfg.name}"):
-            data = dataset_stage(data_cfg, cfg, run_dir, toy)
-        archs: dict[str, Any] = {}
-        for sae_cfg in cfg.saes_for(data_cfg):
-            tag = f"{data.name}/{sae_cfg.label}"
-            with timer.stage(f"train:{tag}"):
-                sae, fresh = sae_stage(cfg, sae_cfg, data, run_dir, progress)
-            if fresh:
-                trained_now.append(tag)
-            with timer.stage(f"metrics:{tag}"):
-                archs[sae_cfg.label] = evaluate_sae(cfg, sae_cfg, sae, data, toy)
+            datasets.append(dataset_stage(data_cfg, cfg, run_dir, toy))
+    model_hash = toy[1] if toy else None
+    sets = [(d, cfg.saes_for(dc)) for d, dc in zip(datasets, cfg.data, strict=True)]
+    jobs = [sae_job(cfg, s, d, run_dir, model_hash) for d, saes in sets for s in saes]
+    with timer.stage("jobs"):
+        summary = run_jobs(jobs, executor, workers, address, progress)
+    results = iter(summary.results)
+    for data, saes in sets:
+        archs = {}
+        for sae_cfg in saes:
+            seeds = {str(s): f"saes/{data.name}/{sae_cfg.label}/seed_{s}" for s in cfg.seeds}
+            archs[sae_cfg.label] = {**next(results)["evaluation"], "saes": seeds}
         metrics["datasets"][data.name] = {**data.info, "architectures": archs}
     write_json(run_dir / "metrics.json", metrics)
 
@@ -254,8 +202,14 @@ def _run(
         "seeds": list(cfg.seeds),
         "toy_model_seed": cfg.toy.train.seed if cfg.uses_toy else None,
         "provenance": provenance(),
-        "timings_seconds": [{"stage": k, "seconds": v} for k, v in timer.seconds.items()],
-        "trained_this_run": trained_now,
+        "timings_seconds": [{"stage": k, "seconds": v} for k, v in timer.seconds.items()]
+        + [{"stage": f"job:{k}", "seconds": v} for k, v in summary.seconds.items()],
+        "jobs": _jobs_record(jobs, summary),
+        "trained_this_run": [
+            j.name
+            for j, r in zip(jobs, summary.results, strict=True)
+            if j.name in summary.ran and r["trained"]
+        ],
         "artifacts": {},
     }
     write_json(run_dir / "manifest.json", manifest)  # the report reads provenance from it
@@ -267,6 +221,18 @@ def _run(
     manifest["artifacts"] = artifact_hashes(run_dir)
     write_json(run_dir / "manifest.json", manifest)
     return metrics
+
+
+def _jobs_record(jobs: list[Job], summary: Summary) -> dict[str, Any]:
+    """The manifest's account of the engine: which jobs ran where, which were reused."""
+    return {
+        "executor": summary.executor,
+        "workers": summary.workers,
+        "total": len(jobs),
+        "ran": summary.ran,
+        "skipped": summary.skipped,
+        "keys": {j.name: j.key for j in jobs},
+    }
 
 
 def artifact_hashes(run_dir: Path) -> dict[str, str]:

@@ -1,0 +1,136 @@
+"""The `sae` job: train one SAE configuration over its seeds on one activation set (or reload
+it if already trained), then measure consistency, quality and downstream / recovery.
+
+It reads its inputs from files (`inputs["activations"]`, `inputs["toy_model"]`) and checks
+them against the content hashes in its spec, so any process can run it. Spec:
+`sae` (SAEConfig), `seeds`, `activations` (tensor hash), `truth` (hash of the ground-truth
+features, synthetic data), `metrics` (MetricsConfig), `downstream` (toy config, hook and
+model sha256, or null). Result: `{"evaluation": <metrics.json entry>, "trained": bool}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from husai.activations import load_activations, split_rows
+from husai.config import MetricsConfig, SAEConfig, ToyConfig
+from husai.errors import HusaiError
+from husai.experiments.engine import Job, Progress
+from husai.experiments.evaluate import consistency, downstream, quality, recovery_block
+from husai.io import config_hash, read_json, sha256_file, tensor_hash
+from husai.metrics import bootstrap_ci
+from husai.sae import load as load_sae
+from husai.sae import save as save_sae
+from husai.sae import train_sae
+from husai.sae.base import SAE
+from husai.sae.io import CFG_FILE
+
+
+def seed_dir(out_dir: Path, seed: int) -> Path:
+    return Path(out_dir) / f"seed_{seed}"
+
+
+def _stack(saes: list[SAE]) -> SAE:
+    """One-seed SAEs (same config) → an ensemble with stacked weights."""
+    first = saes[0]
+    ens = type(first)(first.cfg, first.d_in, [s.seeds[0] for s in saes])
+    with torch.no_grad():
+        for name, p in ens.named_parameters():
+            p.copy_(torch.cat([getattr(s, name) for s in saes]))
+    return ens
+
+
+def train_or_load(
+    sae_cfg: SAEConfig,
+    x: Tensor,
+    x_hash: str,
+    seeds: list[int],
+    out_dir: Path,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[SAE, bool]:
+    """Train all seeds together, or load them if saved for the same config and activations."""
+    key = config_hash({"sae": sae_cfg.model_dump(mode="json"), "activations": x_hash})
+    dirs = [seed_dir(out_dir, s) for s in seeds]
+    if all((d / CFG_FILE).is_file() for d in dirs):
+        if all(read_json(d / CFG_FILE)["husai"].get("job_hash") == key for d in dirs):
+            return _stack([load_sae(d) for d in dirs]), False
+    sae, info = train_sae(sae_cfg, x, seeds, progress=progress)
+    for s, d in enumerate(dirs):
+        extra = {
+            "job_hash": key,
+            "final_train_mse": info["final_train_mse"][s],
+            "steps": info["steps"][s],
+            **{k: info[k][s] for k in ("resampled_latents", "sparsity_coefficient") if k in info},
+            "activations_tensor_sha256": x_hash,
+        }
+        save_sae(sae.select(s), d, extra=extra)
+    return sae, True
+
+
+def _downstream(job: Job, sae: SAE, x: Tensor, spec: dict[str, Any]) -> dict[str, Any]:
+    """Toy-model loss/accuracy on its test split with each seed's SAE spliced in."""
+    from husai.toy import load_checkpoint, make_dataset
+
+    model_dir = Path(job.inputs["toy_model"])
+    if sha256_file(model_dir / "model.safetensors") != spec["model_sha256"]:
+        raise HusaiError(f"{model_dir}: toy model differs from the one this job was made for")
+    model, _, _ = load_checkpoint(model_dir)
+    toy = ToyConfig.model_validate(spec["toy"])
+    tokens, labels = make_dataset(toy.model.p, toy.model.op)
+    rows = split_rows(toy, "test")
+    return downstream(model, spec["hook"], tokens[rows], labels[rows], sae, x.mean(0))
+
+
+def _truth(job: Job, spec_hash: str) -> Tensor:
+    from husai.synthetic import load_ground_truth
+
+    truth = load_ground_truth(Path(job.inputs["activations"]))
+    if tensor_hash(truth) != spec_hash:
+        raise HusaiError(f"{job.inputs['activations']}: ground truth differs from the job's")
+    return truth
+
+
+def evaluate(job: Job, sae: SAE, x: Tensor) -> dict[str, Any]:
+    """Consistency vs baselines, quality per seed (mean and bootstrap CI over seeds), and
+    downstream (toy) or recovery (synthetic) metrics."""
+    spec, seeds = job.spec, job.spec["seeds"]
+    m = MetricsConfig.model_validate(spec["metrics"])
+    resolved = SAEConfig.model_validate(spec["sae"]).resolve(x.shape[1])
+    qual = quality(sae, x)
+    out: dict[str, Any] = {
+        "config": resolved.model_dump(mode="json"),
+        "consistency": consistency(sae, resolved, m),
+    }
+    if spec["downstream"] is not None:
+        down = _downstream(job, sae, x, spec["downstream"])
+        for q, d in zip(qual, down["per_seed"], strict=True):
+            q.update({f"downstream_{k}": v for k, v in d.items()})
+        out["downstream_baselines"] = down["baselines"]
+    if spec["truth"] is not None:
+        for q, r in zip(qual, recovery_block(sae, _truth(job, spec["truth"])), strict=True):
+            q.update({f"recovery_{k}": v for k, v in r.items() if isinstance(v, float)})
+    boot = {"level": m.ci_level, "n_resamples": m.n_bootstrap, "seed": m.baseline_seed}
+    out["quality"] = {
+        "per_seed": {str(s): q for s, q in zip(seeds, qual, strict=True)},
+        "mean": {k: sum(q[k] for q in qual) / len(qual) for k in qual[0]},
+        "ci": {k: bootstrap_ci([q[k] for q in qual], **boot) for k in qual[0]},
+    }
+    return out
+
+
+def sae_job(job: Job, progress: Progress | None = None) -> dict[str, Any]:
+    """Train (or reload) and evaluate one SAE configuration over its seeds."""
+    spec = job.spec
+    path = Path(job.inputs["activations"])
+    x, _ = load_activations(path)
+    if tensor_hash(x) != spec["activations"]:
+        raise HusaiError(f"{path}: activations differ from the ones this job was made for")
+    sae_cfg = SAEConfig.model_validate(spec["sae"])
+    cb = (lambda i, n: progress(job.name, i, n)) if progress else None
+    sae, trained = train_or_load(sae_cfg, x, spec["activations"], spec["seeds"], job.out_dir, cb)
+    return {"evaluation": evaluate(job, sae, x), "trained": trained}
