@@ -6,6 +6,7 @@ problem into one `HusaiError` line naming the field.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -311,6 +312,92 @@ class DataConfig(Strict):
         return self
 
 
+ABBREVIATIONS = {
+    "d_sae": "d",
+    "expansion_factor": "x",
+    "l1_coefficient": "l1c",
+    "l0_coefficient": "l0c",
+    "auxk_coefficient": "auxk",
+    "batch_size": "bs",
+    "epochs": "ep",
+}
+
+
+def _label_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "-".join(_label_value(x) for x in v)
+    return format(v, "g") if isinstance(v, float) else str(v)
+
+
+class SweepConfig(Strict):
+    """A grid of SAE configurations: `base` fields × every combination of `grid` values."""
+
+    base: dict[str, Any] = Field(
+        default_factory=dict, description="SAEConfig fields shared by every grid point"
+    )
+    grid: dict[str, list[Any]] = Field(
+        description="SAEConfig field → values; the cartesian product (first field varying "
+        "slowest) gives the SAE configurations, labelled like topk_k8_d512"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        known = sorted(set(SAEConfig.model_fields) - {"name"})
+        for part, keys in (("base", self.base), ("grid", self.grid)):
+            for f in keys:
+                if f == "name":
+                    raise ValueError(f"{part}: `name` is set by the sweep (labels like topk_k8)")
+                if f not in known:
+                    raise ValueError(f"{part}: unknown SAE field {f!r} (known: {', '.join(known)})")
+        if not self.grid:
+            raise ValueError("grid: needs at least one field")
+        for f, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{f}: needs at least one value")
+            if f in self.base:
+                raise ValueError(f"{f!r} is in both base and grid")
+        return self
+
+    def points(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, grid values) of every grid point, in order."""
+        out = []
+        for combo in itertools.product(*self.grid.values()):
+            point = dict(zip(self.grid, combo, strict=True))
+            arch = point.get("architecture", self.base.get("architecture", "topk"))
+            parts = [str(arch)] + [
+                ABBREVIATIONS.get(f, f) + _label_value(v)
+                for f, v in point.items()
+                if f != "architecture"
+            ]
+            out.append(("_".join(parts), point))
+        labels = [label for label, _ in out]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"grid values give duplicate labels ({labels})")
+        return out
+
+    def expand(self) -> list[dict[str, Any]]:
+        """The SAE configurations of the grid (validated), as `saes` entries."""
+        saes = []
+        for label, point in self.points():
+            entry = {**self.base, **point, "name": label}
+            try:
+                SAEConfig.model_validate(entry)
+            except ValidationError as e:
+                raise ValueError(f"sweep: point {label}: {_format_error(e, '')}") from None
+            saes.append(entry)
+        return saes
+
+    def summary(self) -> dict[str, Any]:
+        """What metrics.json records: the grid (`fields` keeps its order) and, in order, each
+        configuration's label and grid values."""
+        return {
+            "base": self.base,
+            "grid": self.grid,
+            "fields": list(self.grid),
+            "points": [{"label": label, "values": point} for label, point in self.points()],
+        }
+
+
 class RunConfig(Strict):
     """`husai run`: (toy model →) activations → SAEs × seeds → metrics → report."""
 
@@ -325,6 +412,23 @@ class RunConfig(Strict):
     )
     seeds: tuple[int, ...] = Field((42, 123, 456, 789, 1011), description="SAE seeds")
     metrics: MetricsConfig = MetricsConfig()
+    sweep: SweepConfig | None = Field(
+        None, description="a grid of SAE configurations; expands into `saes` (see `husai sweep`)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweep(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("sweep") is None:
+            return data
+        try:
+            sweep = SweepConfig.model_validate(data["sweep"])
+        except ValidationError as e:
+            raise ValueError(_format_error(e, "sweep")) from None
+        saes = sweep.expand()
+        if "saes" in data and _sae_list(data["saes"]) != _sae_list(saes):
+            raise ValueError("set either `saes` or `sweep`, not both")
+        return {**data, "sweep": sweep, "saes": saes}
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -370,12 +474,20 @@ class RunConfig(Strict):
         return any(d.source == "toy" for d in self.data)
 
 
-def _format_error(e: ValidationError) -> str:
+def _sae_list(entries: Any) -> list[SAEConfig] | None:
+    try:
+        return [SAEConfig.model_validate(e) for e in entries]
+    except (ValidationError, TypeError):
+        return None
+
+
+def _format_error(e: ValidationError, prefix: str = "config") -> str:
+    """`prefix: field.path: message (+n more)`; no field path for model-level errors."""
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"config: {loc + ': ' if loc else ''}{msg}{more}"
+    return ": ".join(p for p in (prefix, loc, msg + more) if p)
 
 
 def parse_config(data: dict[str, Any], cls: type[Strict]) -> Any:

@@ -162,6 +162,8 @@ def _run(
         "quality_eval_set": "all rows of the data set (the SAEs' training set)",
         "datasets": {},
     }
+    if cfg.sweep is not None:
+        metrics["sweep"] = cfg.sweep.summary()
     toy = None
     if cfg.uses_toy:
         from husai.toy import load_checkpoint
