@@ -9,6 +9,7 @@ from husai.errors import HusaiError
 from husai.io import read_json, write_text
 from husai.report import figures
 from husai.report.markdown import render_markdown
+from husai.report.sweep import sweep_figures
 
 
 def in_config_order(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +45,8 @@ def render(run_dir: Path) -> Path:
         figures.ev_vs_pwmcc(archs, seeds, fig_dir / f"ev_vs_pwmcc_{name}.png")
         if len({a["config"]["d_sae"] for a in archs.values()}) > 1:
             figures.d_sae_trend(name, ds, fig_dir / f"d_sae_trend_{name}.png")
+    if "sweep" in metrics:
+        sweep_figures(metrics, fig_dir)
     if "toy_model" in metrics:
         toy = metrics["toy_model"]
         figures.fourier_spectrum(toy["fourier"], fig_dir / "fourier_spectrum.png")

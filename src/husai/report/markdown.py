@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from husai.report.sweep import sweep_section
+
 OPS = {"add": "+", "sub": "−", "mul": "×"}
 
 
@@ -274,6 +276,8 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
     lines.append("")
     if "toy_model" in metrics:
         lines += _toy_section(metrics["toy_model"])
+    if "sweep" in metrics:
+        lines += sweep_section(metrics)
     for name, ds in metrics["datasets"].items():
         lines += _dataset_section(name, ds, metrics)
     if manifest:
