@@ -43,7 +43,7 @@ def user_errors(f: F) -> F:
 
 def config_reference() -> str:
     """Every RunConfig field with its default and description (for `husai run --help`)."""
-    from husai.config import DataConfig, RunConfig, SAEConfig
+    from husai.config import DataConfig, RunConfig, SAEConfig, SweepConfig
 
     lines: list[str] = []
 
@@ -65,6 +65,7 @@ def config_reference() -> str:
     walk(RunConfig, "")
     walk(DataConfig, "data[].")
     walk(SAEConfig, "saes[].")
+    walk(SweepConfig, "sweep.")
     return "\n\n".join(lines)
 
 
@@ -82,7 +83,8 @@ def _progress() -> tuple[Progress, Callable[[str, int, int], None]]:
 
     def update(label: str, i: int, n: int) -> None:
         if label not in tasks:
-            tasks[label] = bar.add_task(f"train SAE {label}", total=n)
+            what = "SAE jobs done" if label == "jobs" else f"train SAE {label}"
+            tasks[label] = bar.add_task(what, total=n)
         bar.update(tasks[label], completed=i)
 
     return bar, update
@@ -127,6 +129,75 @@ def _summary_table(metrics: dict[str, Any]) -> Table:
     return t
 
 
+EXECUTOR_HELP = "where the SAE jobs run: inline (this process) | process (local pool) | ray"
+
+
+def _run_pipeline(
+    config: Path | None,
+    out: Path | None,
+    cache_dir: Path | None,
+    quiet: bool,
+    executor: str,
+    workers: int | None,
+    address: str | None,
+    sweep: bool = False,
+) -> None:
+    """`husai run` / `husai sweep`: run the pipeline, print the summary table and timings."""
+    from husai.config import load_run_config
+    from husai.experiments.engine import check_executor
+    from husai.experiments.run import require_new_or_same
+    from husai.experiments.run import run as run_pipeline
+
+    check_executor(executor, workers, address)
+    cfg = load_run_config(config)
+    if sweep and cfg.sweep is None:
+        raise HusaiError(f"{config or 'the built-in config'}: no `sweep` block (use `husai run`)")
+    out = out or Path("runs") / (config.stem if config else "default")
+    require_new_or_same(out, cfg)
+    t0 = time.perf_counter()
+    engine = {"executor": executor, "workers": workers, "address": address}
+    if quiet:
+        metrics = run_pipeline(cfg, out, cache_dir=cache_dir, **engine)
+    else:
+        bar, update = _progress()
+        with bar:
+            metrics = run_pipeline(
+                cfg, out, cache_dir=cache_dir, progress=update, toy_progress=True, **engine
+            )
+    from husai.io import read_json
+
+    manifest = read_json(out / "manifest.json")
+    out_console = _stdout()
+    from husai.report import in_config_order
+
+    out_console.print(_summary_table(in_config_order(metrics)))
+    jobs = manifest["jobs"]
+    out_console.print(
+        f"jobs: {len(jobs['ran'])} ran ({jobs['executor']}, {jobs['workers']} worker(s)), "
+        f"{len(jobs['skipped'])} already done"
+    )
+    out_console.print(
+        "stage wall times (s): "
+        + ", ".join(f"{t['stage']} {t['seconds']:.1f}" for t in manifest["timings_seconds"])
+        + f"; total {time.perf_counter() - t0:.1f}"
+    )
+    out_console.print(f"report: {out / 'report.md'}")
+
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="YAML/TOML config (default: built-in)")]
+OutOpt = Annotated[Path | None, typer.Option(help="run directory (default: runs/<config name>)")]
+CacheOpt = Annotated[Path | None, typer.Option(help="toy-model cache (default: ~/.cache/husai)")]
+QuietOpt = Annotated[bool, typer.Option(help="no progress bars")]
+ExecutorOpt = Annotated[str, typer.Option(help=EXECUTOR_HELP)]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="parallel jobs for process / local ray (default: CPU cores)")
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(help="existing Ray cluster (run directory on a shared file system)"),
+]
+
+
 @app.command(
     help="Run the main job: grok the toy model (or reuse it), extract activations, train SAEs "
     "over seeds, measure consistency vs random baselines, write metrics, figures and report.\n\n"
@@ -136,46 +207,35 @@ def _summary_table(metrics: dict[str, Any]) -> Table:
 )
 @user_errors
 def run(
-    config: Annotated[
-        Path | None, typer.Argument(help="YAML/TOML config (default: built-in)")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="run directory (default: runs/<config name>)")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="toy-model cache (default: ~/.cache/husai)")
-    ] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    config: ConfigArg = None,
+    out: OutOpt = None,
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    executor: ExecutorOpt = "inline",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
 ) -> None:
-    from husai.config import load_run_config
-    from husai.experiments.run import require_new_or_same
-    from husai.experiments.run import run as run_pipeline
+    _run_pipeline(config, out, cache_dir, quiet, executor, workers, address)
 
-    cfg = load_run_config(config)
-    out = out or Path("runs") / (config.stem if config else "default")
-    require_new_or_same(out, cfg)
-    t0 = time.perf_counter()
-    if quiet:
-        metrics = run_pipeline(cfg, out, cache_dir=cache_dir)
-    else:
-        bar, update = _progress()
-        with bar:
-            metrics = run_pipeline(
-                cfg, out, cache_dir=cache_dir, progress=update, toy_progress=True
-            )
-    from husai.io import read_json
 
-    timings = read_json(out / "manifest.json")["timings_seconds"]
-    out_console = _stdout()
-    from husai.report import in_config_order
-
-    out_console.print(_summary_table(in_config_order(metrics)))
-    out_console.print(
-        "stage wall times (s): "
-        + ", ".join(f"{t['stage']} {t['seconds']:.1f}" for t in timings)
-        + f"; total {time.perf_counter() - t0:.1f}"
-    )
-    out_console.print(f"report: {out / 'report.md'}")
+@app.command(
+    help="Run a sweep: `husai run` on a config with a `sweep` block ({base: {SAE fields}, "
+    "grid: {field: [values], ...}}), whose cartesian product gives the SAE configurations "
+    "(labels like topk_k8_d512). The report adds PWMCC and explained variance against each "
+    "swept field, with the data set's effective rank marked on the d_sae axis. Jobs already "
+    "done in the run directory are skipped; see configs/sweep_k.yaml, configs/sweep_dsae.yaml."
+)
+@user_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="YAML/TOML config with a `sweep` block")],
+    out: OutOpt = None,
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    executor: ExecutorOpt = "inline",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    _run_pipeline(config, out, cache_dir, quiet, executor, workers, address, sweep=True)
 
 
 @app.command(
