@@ -21,3 +21,16 @@ def deterministic() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one thread inside the block (restored afterwards), for the few kernels
+    whose result depends on the thread count (e.g. LAPACK's eigensolvers), so that numbers
+    are the same whatever the executor's threads per worker."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

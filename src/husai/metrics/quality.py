@@ -14,6 +14,7 @@ prediction, and explained variance is relative to y's variance).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from husai.errors import HusaiError
@@ -41,8 +42,16 @@ def _out(v: torch.Tensor) -> float | list[float]:
     return v.item() if v.ndim == 0 else v.tolist()
 
 
+def _total(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the last two axes in an order that does not depend on torch's thread count
+    (a full torch reduction splits its input by thread): each row is summed by one thread,
+    the row sums by numpy's pairwise summation."""
+    rows = t.sum(dim=-1).cpu().numpy()
+    return torch.from_numpy(np.asarray(rows.sum(axis=-1)))
+
+
 def _sse(xt: torch.Tensor, ht: torch.Tensor) -> torch.Tensor:
-    return (ht.double() - xt.double()).pow(2).sum(dim=(-2, -1))
+    return _total((ht.double() - xt.double()).pow(2))
 
 
 def mse(x: ArrayLike, x_hat: ArrayLike) -> float | list[float]:
@@ -59,7 +68,7 @@ def explained_variance(x: ArrayLike, x_hat: ArrayLike) -> float | list[float]:
     """
     xt, ht = _pair(x, x_hat)
     xd = xt.double()
-    sst = (xd - xd.mean(dim=-2, keepdim=True)).pow(2).sum(dim=(-2, -1))
+    sst = _total((xd - xd.mean(dim=-2, keepdim=True)).pow(2))
     if bool((sst == 0).any()):
         raise HusaiError("x has zero variance; explained variance is undefined")
     return _out(1.0 - _sse(xt, ht) / sst)

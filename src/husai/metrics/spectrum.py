@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from husai.errors import HusaiError
+from husai.runtime import single_threaded
 
 
 def effective_rank(x_ND: Tensor, levels: tuple[float, ...] = (0.9, 0.95, 0.99)) -> dict[str, float]:
@@ -14,7 +15,8 @@ def effective_rank(x_ND: Tensor, levels: tuple[float, ...] = (0.9, 0.95, 0.99)) 
     if x_ND.dim() != 2 or x_ND.shape[0] < 2:
         raise HusaiError(f"effective_rank needs an [n ≥ 2, d] matrix, got {tuple(x_ND.shape)}")
     xc = x_ND.double() - x_ND.double().mean(0)
-    lam = torch.linalg.eigvalsh(xc.T @ xc / (len(xc) - 1)).clamp_min(0).flip(0)
+    with single_threaded():  # LAPACK's eigenvalues vary in the last bits with the threads
+        lam = torch.linalg.eigvalsh(xc.T @ xc / (len(xc) - 1)).clamp_min(0).flip(0)
     total = float(lam.sum())
     if total == 0:
         return {"participation_ratio": 0.0, **{f"n_components_{lv:g}": 0.0 for lv in levels}}
