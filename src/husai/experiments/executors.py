@@ -71,7 +71,7 @@ def ray(
     elif started:
         ray_lib.init(num_cpus=workers, include_dashboard=False)
     threads = 1 if address else threads_per_worker(workers)
-    remote = ray_lib.remote(num_cpus=1, max_retries=0)(execute)
+    remote = ray_lib.remote(num_cpus=1)(execute)  # retried if a worker dies: jobs are idempotent
     refs = {remote.remote(job, None, threads): i for i, job in enumerate(jobs)}
     pending = list(refs)
     try:

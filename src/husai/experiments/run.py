@@ -23,6 +23,7 @@ from husai.activations import extract_toy, load_activations, save_activations
 from husai.config import DataConfig, RunConfig, SAEConfig
 from husai.errors import HusaiError
 from husai.experiments.engine import Job, Progress, Summary, run_jobs
+from husai.experiments.sae_job import SAE_JOB_VERSION
 from husai.io import config_hash, provenance, read_json, sha256_file, tensor_hash, write_json
 from husai.runtime import deterministic
 
@@ -108,12 +109,13 @@ def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> 
     return Dataset(data.name, path, tensor_hash(x), info, truth_hash)
 
 
-def sae_job(
+def make_sae_job(
     cfg: RunConfig, sae_cfg: SAEConfig, data: Dataset, run_dir: Path, model_hash: str | None
 ) -> Job:
     """The job that trains and evaluates one SAE config on one data set."""
+    run_dir = run_dir.resolve()  # absolute paths: workers may run in another directory
     down = None
-    inputs = {"activations": str(data.path)}
+    inputs = {"activations": str(data.path.resolve())}
     if model_hash is not None and data.info["source"] == "toy":
         down = {
             "toy": cfg.toy.model_dump(mode="json"),
@@ -122,6 +124,7 @@ def sae_job(
         }
         inputs["toy_model"] = str(run_dir / "toy_model")
     spec = {
+        "version": SAE_JOB_VERSION,
         "sae": sae_cfg.model_dump(mode="json"),
         "seeds": list(cfg.seeds),
         "activations": data.hash,
@@ -186,7 +189,7 @@ def _run(
             datasets.append(dataset_stage(data_cfg, cfg, run_dir, toy))
     model_hash = toy[1] if toy else None
     sets = [(d, cfg.saes_for(dc)) for d, dc in zip(datasets, cfg.data, strict=True)]
-    jobs = [sae_job(cfg, s, d, run_dir, model_hash) for d, saes in sets for s in saes]
+    jobs = [make_sae_job(cfg, s, d, run_dir, model_hash) for d, saes in sets for s in saes]
     with timer.stage("jobs"):
         summary = run_jobs(jobs, executor, workers, address, progress)
     results = iter(summary.results)

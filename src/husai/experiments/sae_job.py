@@ -3,9 +3,10 @@ it if already trained), then measure consistency, quality and downstream / recov
 
 It reads its inputs from files (`inputs["activations"]`, `inputs["toy_model"]`) and checks
 them against the content hashes in its spec, so any process can run it. Spec:
-`sae` (SAEConfig), `seeds`, `activations` (tensor hash), `truth` (hash of the ground-truth
-features, synthetic data), `metrics` (MetricsConfig), `downstream` (toy config, hook and
-model sha256, or null). Result: `{"evaluation": <metrics.json entry>, "trained": bool}`.
+`version` (SAE_JOB_VERSION: bump it when the result's meaning changes), `sae` (SAEConfig),
+`seeds`, `activations` (tensor hash), `truth` (hash of the ground-truth features, synthetic
+data), `metrics` (MetricsConfig), `downstream` (toy config, hook and model sha256, or null).
+Result: `{"evaluation": <metrics.json entry>, "trained": bool}`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from husai.sae import save as save_sae
 from husai.sae import train_sae
 from husai.sae.base import SAE
 from husai.sae.io import CFG_FILE
+
+SAE_JOB_VERSION = 1
 
 
 def seed_dir(out_dir: Path, seed: int) -> Path:
