@@ -96,14 +96,15 @@ def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, p
             ax_c.plot(xs, rec, "s:", color=colour, label=f"{tag}recovery MCC (truth)")
         evs = [_ev(archs[lab]) for lab in labels]
         _errorbar(ax_q, xs, evs, marker="o", color=colour, label=group)
-    values = [float(v) for v in sweep["grid"][x]]
+    values = sorted({float(v) for v in sweep["grid"][x]})
     for ax in (ax_c, ax_q):
         if min(values) > 0 and max(values) / min(values) >= 4:
             ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
         ax.set_xlabel(x)
         if x == "d_sae":
             _mark_rank(ax, ds)
-    ax_c.set_ylim(0, 1.05)
     ax_c.set_ylabel("PWMCC (max-|cos|, symmetrised)\nhigher = more consistent")
     ax_c.set_title(f"{name}: cross-seed consistency (mean over pairs, 95% CI)", fontsize=9)
     ax_c.legend(fontsize=7)
