@@ -57,7 +57,10 @@ def config_reference() -> str:
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, f"{prefix}{name}.")
                 continue
-            default = field.default
+            default = field.get_default(call_default_factory=True)
+            if field.is_required():
+                lines.append(f"{prefix}{name} (required): {field.description or ''}")
+                continue
             if isinstance(default, tuple) and default and isinstance(default[0], BaseModel):
                 default = [short(d) for d in default]
             lines.append(f"{prefix}{name} = {default!r}: {field.description or ''}")
@@ -220,7 +223,7 @@ def run(
 
 @app.command(
     help="Run a sweep: `husai run` on a config with a `sweep` block ({base: {SAE fields}, "
-    "grid: {field: [values], ...}}), whose cartesian product gives the SAE configurations "
+    "grid: {field: list of values, ...}}), whose cartesian product gives the SAE configurations "
     "(labels like topk_k8_d512). The report adds PWMCC and explained variance against each "
     "swept field, with the data set's effective rank marked on the d_sae axis. Jobs already "
     "done in the run directory are skipped; see configs/sweep_k.yaml, configs/sweep_dsae.yaml."

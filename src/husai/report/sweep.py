@@ -116,6 +116,11 @@ def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, p
         pr = ds["effective_rank"]["participation_ratio"]
         top = ax_c.secondary_xaxis("top", functions=(lambda d: d / pr, lambda r: r * pr))
         top.set_xlabel("d_sae / participation ratio", fontsize=8)
+        ratios = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+        lo, hi = ax_c.get_xlim()
+        ticks = [r for r in ratios if lo <= r * pr <= hi]
+        top.set_xticks(ticks, [str(r) for r in ticks], fontsize=7)
+        top.minorticks_off()
     fig.tight_layout()
     return _save(fig, path)
 
