@@ -169,7 +169,7 @@ def sweep_section(metrics: dict[str, Any]) -> list[str]:
         f"Grid: {grid}; fixed: {fixed} (`metrics.json` → `sweep`). {len(sweep['points'])} SAE "
         f"configurations × {len(metrics['seeds'])} seeds per data set, each configuration one "
         "job of the experiment engine (`saes/<set>/<label>/job.json`). PWMCC: max-|cos|, "
-        "symmetrised, higher = more consistent, mean [95% bootstrap CI over seed pairs]; EV: "
+        "symmetrised, higher = more consistent, mean over seed pairs [95% CI, as above]; EV: "
         "explained variance, seed mean [95% bootstrap CI over seeds]; PR: the data set's "
         "participation ratio.",
         "",
