@@ -207,6 +207,12 @@ class SAEConfig(Strict):
         "trained without the penalty (husai.sae.regularise.train_reference); null = the run's "
         "first seed",
     )
+    trajectory_every_epochs: int = Field(
+        0,
+        ge=0,
+        description="record the cross-seed PWMCC of the decoders every n epochs of training "
+        "(the consistency trajectory: does agreement grow, plateau or fall?); 0 = off",
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     epochs: int = Field(20, gt=0, description="passes over the activation set")
     batch_size: int = Field(256, gt=0, description="activations per step")

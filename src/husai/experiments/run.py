@@ -176,10 +176,15 @@ def _run(
             model, _, toy_summary = load_checkpoint(model_dir)
             model.eval()
             toy = (model, sha256_file(model_dir / "model.safetensors"))
+        with timer.stage("toy_structure"):
+            from husai.toy.structure import structure_summary
+
+            structure = structure_summary(model, cfg.toy)
         metrics["toy_model"] = {
             "artifact": "toy_model/config.json",
             "config": cfg.toy.model_dump(mode="json"),
             **toy_summary,
+            "structure": structure,
         }
         metrics["downstream_eval_split"] = "toy model test split (pairs never trained on)"
 

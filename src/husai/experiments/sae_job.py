@@ -22,16 +22,24 @@ from husai.activations import load_activations, split_rows
 from husai.config import MetricsConfig, SAEConfig, ToyConfig
 from husai.errors import HusaiError
 from husai.experiments.engine import Job, Progress
-from husai.experiments.evaluate import consistency, downstream, quality, recovery_block
-from husai.io import config_hash, read_json, sha256_file, tensor_hash
+from husai.experiments.evaluate import (
+    consistency,
+    decoders,
+    downstream,
+    quality,
+    recovery_block,
+    structure_block,
+    toy_truths,
+)
+from husai.io import config_hash, read_json, sha256_file, tensor_hash, write_json
 from husai.metrics import bootstrap_ci
+from husai.sae import build_sae, train_sae
 from husai.sae import load as load_sae
 from husai.sae import save as save_sae
-from husai.sae import train_sae
 from husai.sae.base import SAE
 from husai.sae.io import CFG_FILE
 
-SAE_JOB_VERSION = 1
+SAE_JOB_VERSION = 2  # 2: toy-structure recovery, trajectory, regularisation reference
 
 
 def seed_dir(out_dir: Path, seed: int) -> Path:
@@ -62,17 +70,55 @@ def train_or_load(
     if all((d / CFG_FILE).is_file() for d in dirs):
         if all(read_json(d / CFG_FILE)["husai"].get("job_hash") == key for d in dirs):
             return _stack([load_sae(d) for d in dirs]), False
-    sae, info = train_sae(sae_cfg, x, seeds, progress=progress)
+    reference = None
+    if sae_cfg.consistency_penalty in ("reference", "assignment"):
+        from husai.sae.regularise import train_reference
+
+        reference = train_reference(sae_cfg, x, seeds)
+    points: list[dict[str, Any]] = []
+    every = sae_cfg.trajectory_every_epochs
+
+    def checkpoint(epoch: int, now: SAE) -> None:
+        if every and epoch % every == 0:
+            points.append(trajectory_point(epoch, now))
+
+    if sae_cfg.init == "random":  # the at-init point (a data init happens inside training)
+        checkpoint(0, build_sae(sae_cfg, x.shape[1], seeds))
+    sae, info = train_sae(
+        sae_cfg, x, seeds, progress=progress, reference=reference, on_epoch=checkpoint
+    )
+    if every:
+        write_json(Path(out_dir) / TRAJECTORY_FILE, points)
     for s, d in enumerate(dirs):
         extra = {
             "job_hash": key,
             "final_train_mse": info["final_train_mse"][s],
             "steps": info["steps"][s],
-            **{k: info[k][s] for k in ("resampled_latents", "sparsity_coefficient") if k in info},
+            **{
+                k: info[k][s]
+                for k in (
+                    "resampled_latents",
+                    "sparsity_coefficient",
+                    "consistency_penalty",
+                    "consistency_mcc",
+                )
+                if k in info
+            },
             "activations_tensor_sha256": x_hash,
         }
         save_sae(sae.select(s), d, extra=extra)
     return sae, True
+
+
+TRAJECTORY_FILE = "trajectory.json"
+
+
+def trajectory_point(epoch: int, sae: SAE) -> dict[str, Any]:
+    """Cross-seed PWMCC (max-|cos|, higher = more consistent) of the decoders now."""
+    from husai.metrics import pairwise
+
+    vals = pairwise(decoders(sae), thresholds=(), hungarian=False)["pwmcc"]["values"]
+    return {"epoch": epoch, "pwmcc": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
 
 
 def _downstream(job: Job, sae: SAE, x: Tensor, spec: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +133,16 @@ def _downstream(job: Job, sae: SAE, x: Tensor, spec: dict[str, Any]) -> dict[str
     tokens, labels = make_dataset(toy.model.p, toy.model.op)
     rows = split_rows(toy, "test")
     return downstream(model, spec["hook"], tokens[rows], labels[rows], sae, x.mean(0))
+
+
+def _structure(job: Job, sae: SAE, spec: dict[str, Any], m: MetricsConfig) -> dict[str, Any]:
+    """Recovery of the toy model's known structure at the job's hook (husai.toy.structure)."""
+    from husai.toy import load_checkpoint
+
+    model, _, _ = load_checkpoint(Path(job.inputs["toy_model"]))
+    model.eval()
+    truths = toy_truths(model, ToyConfig.model_validate(spec["toy"]), spec["hook"])
+    return structure_block(sae, truths, m.baseline_seed)
 
 
 def _truth(job: Job, spec_hash: str) -> Tensor:
@@ -114,9 +170,13 @@ def evaluate(job: Job, sae: SAE, x: Tensor) -> dict[str, Any]:
         for q, d in zip(qual, down["per_seed"], strict=True):
             q.update({f"downstream_{k}": v for k, v in d.items()})
         out["downstream_baselines"] = down["baselines"]
+        out["structure"] = _structure(job, sae, spec["downstream"], m)
     if spec["truth"] is not None:
         for q, r in zip(qual, recovery_block(sae, _truth(job, spec["truth"])), strict=True):
             q.update({f"recovery_{k}": v for k, v in r.items() if isinstance(v, float)})
+    traj = job.out_dir / TRAJECTORY_FILE
+    if resolved.trajectory_every_epochs and traj.is_file():
+        out["trajectory"] = read_json(traj)
     boot = {"level": m.ci_level, "n_resamples": m.n_bootstrap, "seed": m.baseline_seed}
     out["quality"] = {
         "per_seed": {str(s): q for s, q in zip(seeds, qual, strict=True)},

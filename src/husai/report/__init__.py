@@ -43,8 +43,10 @@ def render(run_dir: Path) -> Path:
             )
         figures.trained_vs_baselines(archs, fig_dir / f"trained_vs_baselines_{name}.png")
         figures.ev_vs_pwmcc(archs, seeds, fig_dir / f"ev_vs_pwmcc_{name}.png")
-        if len({a["config"]["d_sae"] for a in archs.values()}) > 1:
+        if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:
             figures.d_sae_trend(name, ds, fig_dir / f"d_sae_trend_{name}.png")
+        if any("trajectory" in a for a in archs.values()):
+            figures.trajectory(archs, fig_dir / f"trajectory_{name}.png")
     if "sweep" in metrics:
         sweep_figures(metrics, fig_dir)
     if "toy_model" in metrics:

@@ -113,6 +113,27 @@ def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], path: Path) -> Path:
     return _save(fig, path)
 
 
+def trajectory(archs: dict[str, Any], path: Path) -> Path:
+    """Cross-seed PWMCC during training (mean, and the range over pairs), per configuration,
+    with each configuration's matched random baseline."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for i, (label, arch) in enumerate(archs.items()):
+        if "trajectory" not in arch:
+            continue
+        t = arch["trajectory"]
+        ep = [p["epoch"] for p in t]
+        ax.plot(ep, [p["pwmcc"] for p in t], "o-", ms=3, color=f"C{i % 10}", label=label)
+        lo, hi = [p["min"] for p in t], [p["max"] for p in t]
+        ax.fill_between(ep, lo, hi, color=f"C{i % 10}", alpha=0.15)
+        rnd = arch["consistency"]["pwmcc"]["random"]["mean"]
+        ax.axhline(rnd, color=f"C{i % 10}", ls=":", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-seed PWMCC\n(max-|cos|; higher = more consistent)")
+    ax.set_title("mean over seed pairs (band: min–max); dotted: random baseline", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def fourier_spectrum(fourier: dict[str, Any], path: Path) -> Path:
     fracs = np.array(fourier["frequency_fractions"])
     key = set(fourier["key_frequencies"])

@@ -242,8 +242,26 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         f"![EV vs PWMCC](figures/ev_vs_pwmcc_{name}.png)",
         "",
     ]
-    if len({a["config"]["d_sae"] for a in archs.values()}) > 1:
+    if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:
         lines += [f"![PWMCC vs d_sae](figures/d_sae_trend_{name}.png)", ""]
+    traj = {k: a["trajectory"] for k, a in archs.items() if "trajectory" in a}
+    if traj:
+        lines += [
+            "Consistency trajectory (cross-seed PWMCC of the decoders during training; "
+            "`metrics.json` → `datasets.{name}.architectures.<sae>.trajectory`): ".replace(
+                "{name}", name
+            )
+            + "; ".join(
+                f"{k}: {t[0]['pwmcc']:.3f} at epoch {t[0]['epoch']} → "
+                f"{max(p['pwmcc'] for p in t):.3f} at best → {t[-1]['pwmcc']:.3f} at epoch "
+                f"{t[-1]['epoch']}"
+                for k, t in traj.items()
+            )
+            + ".",
+            "",
+            f"![consistency trajectory](figures/trajectory_{name}.png)",
+            "",
+        ]
     return lines
 
 

@@ -1,0 +1,69 @@
+"""husai run: consistency trajectory, toy-structure recovery and regularised SAEs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from husai.config import parse_run_config
+from husai.experiments import run
+
+
+@pytest.fixture(scope="module")
+def extras_run(tiny_dict: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("extras")
+    sae = {"architecture": "topk", "d_sae": 48, "k": 4, "epochs": 3, "batch_size": 64}
+    cfg = {
+        **tiny_dict,
+        "saes": [
+            {**sae, "trajectory_every_epochs": 1},
+            {**sae, "name": "ref", "consistency_penalty": "reference", "consistency_lambda": 50.0},
+            {**sae, "name": "joint", "consistency_penalty": "joint", "consistency_lambda": 50.0},
+        ],
+    }
+    run(parse_run_config(cfg), base / "run", cache_dir=base / "cache")
+    return base / "run"
+
+
+def _archs(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())["datasets"]["toy"]["architectures"]
+
+
+def test_trajectory_ends_at_the_final_consistency(extras_run: Path) -> None:
+    a = _archs(extras_run)["topk"]
+    t = a["trajectory"]
+    assert [p["epoch"] for p in t] == [0, 1, 2, 3]
+    assert t[-1]["pwmcc"] == pytest.approx(a["consistency"]["pwmcc"]["trained"]["mean"], abs=1e-6)
+    assert t[0]["pwmcc"] == pytest.approx(a["consistency"]["pwmcc"]["init"]["mean"], abs=1e-6)
+    assert "trajectory" not in _archs(extras_run)["ref"]
+    assert (extras_run / "figures" / "trajectory_toy.png").stat().st_size > 1000
+    assert "Consistency trajectory" in (extras_run / "report.md").read_text()
+
+
+def test_structure_recovery_matches_an_independent_computation(extras_run: Path) -> None:
+    from husai.experiments.evaluate import toy_truths
+    from husai.sae import load
+    from husai.toy import load_checkpoint
+    from husai.toy.structure import recovery_against
+
+    m = json.loads((extras_run / "metrics.json").read_text())
+    st = m["toy_model"]["structure"]["hooks"]["blocks.0.resid_post"]
+    assert 0 < st["class_means"]["variance_explained"] <= 1
+    model, cfg, _ = load_checkpoint(extras_run / "toy_model")
+    truths = toy_truths(model.eval(), cfg, "blocks.0.resid_post")
+    w = torch.stack([load(extras_run / f"saes/toy/topk/seed_{s}").W_dec[0] for s in (1, 2, 3)])
+    got = _archs(extras_run)["topk"]["structure"]
+    for name, truth in truths.items():
+        want = recovery_against(w.detach(), truth)
+        assert got[name]["hungarian_mcc"] == pytest.approx(want["hungarian_mcc"], abs=1e-6)
+        assert got[name]["random"]["hungarian_mcc"] < 1
+    assert "known structure" in (extras_run / "report.md").read_text()
+
+
+def test_regularised_configs_train_and_record_their_penalty(extras_run: Path) -> None:
+    for label in ("ref", "joint"):
+        cfg = json.loads((extras_run / f"saes/toy/{label}/seed_1/cfg.json").read_text())
+        assert 0 <= cfg["husai"]["consistency_mcc"] <= 1, label
