@@ -192,3 +192,24 @@ def m_cfg_n(run_dir: Path) -> int:
     import json
 
     return json.loads((run_dir / "manifest.json").read_text())["config"]["metrics"]["n_bootstrap"]
+
+
+def test_permutation_tests_and_holm_in_report(tiny_run: Path) -> None:
+    import json
+
+    from husai.metrics.stats import holm, permutation_test
+
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    ps = {}
+    for label, a in m["datasets"]["toy"]["architectures"].items():
+        for key in ("pwmcc", "hungarian_mcc"):
+            block = a["consistency"][key]
+            want = permutation_test(
+                block["trained"]["pairs"], block["random"]["pairs"], n_resamples=200
+            )
+            got = block["trained_minus_random"]["permutation"]
+            assert got["p_value"] == want["p_value"]
+            ps[f"toy/{label}/{key}"] = got["p_value"]
+    report = (tiny_run / "report.md").read_text()
+    adj = holm(ps)["p_adjusted"]["toy/topk/pwmcc"]
+    assert "Holm-adjusted" in report and (f"Holm-adjusted p = {adj:.2g}" in report or adj < 1e-4)

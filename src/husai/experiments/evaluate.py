@@ -20,6 +20,7 @@ from husai.metrics import (
     loss_recovered,
     mse,
     pairwise,
+    permutation_test,
     random_dictionaries,
     seed_bootstrap_ci,
 )
@@ -67,6 +68,14 @@ def summarise_values(
                 block["trained"]["pairs"],
                 block[base]["pairs"],
                 level=m.ci_level,
+                n_resamples=m.n_bootstrap,
+                seed=m.baseline_seed,
+            )
+    for base in values:
+        if base != "trained" and len(values[base]) > 1:
+            block[f"trained_minus_{base}"]["permutation"] = permutation_test(
+                block["trained"]["pairs"],
+                block[base]["pairs"],
                 n_resamples=m.n_bootstrap,
                 seed=m.baseline_seed,
             )

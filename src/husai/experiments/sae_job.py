@@ -39,7 +39,7 @@ from husai.sae import save as save_sae
 from husai.sae.base import SAE
 from husai.sae.io import CFG_FILE
 
-SAE_JOB_VERSION = 2  # 2: toy-structure recovery, trajectory, regularisation reference
+SAE_JOB_VERSION = 3  # 2: structure, trajectory, regularisation; 3: permutation tests
 
 
 def seed_dir(out_dir: Path, seed: int) -> Path:

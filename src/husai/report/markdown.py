@@ -216,20 +216,28 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
             "",
         ]
     lines += [
-        "Tests of trained > random (one-sided; the bootstrap CI of the difference is the "
-        "primary evidence):",
+        "Tests of trained > random (one-sided; the seed-bootstrap CI of the difference is the "
+        "primary evidence; pair scores share seeds, so these p-values treat pairs as "
+        "exchangeable). Holm-adjusted p: the permutation tests over every configuration × "
+        "metric of this report:",
         "",
     ]
     for label, a in archs.items():
         for key in ("pwmcc", "hungarian_mcc"):
             d = a["consistency"][key]["trained_minus_random"]
-            tests = "; ".join(
+            tests = [
                 f"{t['name']}: statistic {t['statistic']:.3g}, {_p(t['p_value'])}"
                 if t["statistic"] is not None
                 else f"{t['name']}: undefined"
                 for t in _tests(d)
-            )
-            lines.append(f"- {label} / {key}: {tests}")
+            ]
+            if "permutation" in d:
+                adj = metrics.get("_holm", {}).get(f"{name}/{label}/{key}")
+                tests.append(
+                    f"permutation: {_p(d['permutation']['p_value'])}"
+                    + (f", Holm-adjusted {_p(adj)}" if adj is not None else "")
+                )
+            lines.append(f"- {label} / {key}: " + "; ".join(tests))
     lines += [
         "",
         *[
@@ -265,6 +273,22 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     return lines
 
 
+def _holm_family(metrics: dict[str, Any]) -> dict[str, float]:
+    """Holm-adjusted permutation p-values over every data set × configuration × metric."""
+    from husai.metrics.stats import holm
+
+    ps = {
+        f"{name}/{label}/{key}": a["consistency"][key]["trained_minus_random"]["permutation"][
+            "p_value"
+        ]
+        for name, ds in metrics["datasets"].items()
+        for label, a in ds["architectures"].items()
+        for key in ("pwmcc", "hungarian_mcc")
+        if "permutation" in a["consistency"][key]["trained_minus_random"]
+    }
+    return holm(ps)["p_adjusted"] if ps else {}
+
+
 def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:
     lines = [
         "# husai run report",
@@ -296,6 +320,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         lines += _toy_section(metrics["toy_model"])
     if "sweep" in metrics:
         lines += sweep_section(metrics)
+    metrics = {**metrics, "_holm": _holm_family(metrics)}
     for name, ds in metrics["datasets"].items():
         lines += _dataset_section(name, ds, metrics)
     if manifest:
