@@ -67,3 +67,32 @@ def test_regularised_configs_train_and_record_their_penalty(extras_run: Path) ->
     for label in ("ref", "joint"):
         cfg = json.loads((extras_run / f"saes/toy/{label}/seed_1/cfg.json").read_text())
         assert 0 <= cfg["husai"]["consistency_mcc"] <= 1, label
+
+
+def test_lambda_sweep_report_selects_by_the_rule(tiny_dict: dict, tmp_path: Path) -> None:
+    import numpy as np
+
+    from husai.metrics.stats import seed_bootstrap_ci
+
+    base = {"architecture": "topk", "d_sae": 48, "k": 4, "epochs": 3, "batch_size": 64}
+    grid = {"consistency_penalty": ["joint"], "consistency_lambda": [0, 50]}
+    cfg = {k: v for k, v in tiny_dict.items() if k != "saes"}
+    cfg["sweep"] = {"base": base, "grid": grid}
+    run(parse_run_config(cfg), tmp_path / "run", cache_dir=tmp_path / "cache")
+    archs = _archs(tmp_path / "run")
+    ok = {
+        label: a["consistency"]["pwmcc"]["trained_minus_random"]["ci_low"]
+        for label, a in archs.items()
+        if archs[next(iter(archs))]["quality"]["mean"]["explained_variance"]
+        - a["quality"]["mean"]["explained_variance"]
+        <= 0.05
+    }
+    best = max(ok, key=ok.get)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"(`{best}`; lower bound {ok[best]:+.3f}" in report
+    if best != next(iter(archs)):
+        diff = np.array(archs[best]["consistency"]["pwmcc"]["matrix"]) - np.array(
+            archs[next(iter(archs))]["consistency"]["pwmcc"]["matrix"]
+        )
+        g = seed_bootstrap_ci(diff, n_resamples=200, method="bca")
+        assert f"{g['mean']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]" in report

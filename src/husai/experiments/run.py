@@ -160,6 +160,7 @@ def _run(
     timer = Timer()
     metrics: dict[str, Any] = {
         "seeds": list(cfg.seeds),
+        "metrics_config": cfg.metrics.model_dump(mode="json"),
         "dataset_order": [d.name for d in cfg.data],
         "sae_order": [s.label for s in cfg.saes],
         "quality_eval_set": "all rows of the data set (the SAEs' training set)",

@@ -189,6 +189,7 @@ def sweep_section(metrics: dict[str, Any]) -> list[str]:
             "",
             *_table(ds, sweep),
             "",
+            *lambda_selection(name, ds, metrics),
             *[
                 f"![{name}: PWMCC and EV vs {x}](figures/sweep_{x}_{name}.png)"
                 for x in swept_axes(sweep)
@@ -196,3 +197,64 @@ def sweep_section(metrics: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+EV_DROP = 0.05  # the λ selection rule's largest allowed explained-variance drop vs λ = 0
+
+
+def lambda_selection(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """For a sweep over consistency_lambda: per combination of the other fields, select the λ
+    maximising the lower CI bound of trained − random PWMCC subject to EV(λ=0) − EV(λ) ≤
+    EV_DROP, and give its PWMCC gain over λ = 0 on the same seed pairs (paired seed
+    bootstrap, BCa, of the two pairwise matrices' difference)."""
+    import numpy as np
+
+    from husai.metrics.stats import seed_bootstrap_ci
+
+    sweep = metrics["sweep"]
+    if "consistency_lambda" not in sweep["fields"]:
+        return []
+    archs, m = ds["architectures"], metrics.get("metrics_config", {})
+    lines = [
+        f"Selection rule: the λ with the highest lower 95% CI bound of trained − random PWMCC "
+        f"among those losing at most {EV_DROP} explained variance against λ = 0; its gain over "
+        "λ = 0 is the mean over the same seed pairs of PWMCC(λ) − PWMCC(0) [95% paired seed-"
+        "bootstrap BCa CI, computed from the two `matrix` entries in metrics.json].",
+        "",
+    ]
+    for group, pts in _groups(sweep, "consistency_lambda").items():
+        zero = [label for lam, label in pts if lam == 0]
+        if not zero:
+            lines.append(f"- {group or 'all'}: no λ = 0 control in the grid; nothing selected.")
+            continue
+        ctl = archs[zero[0]]
+        ev0 = ctl["quality"]["mean"]["explained_variance"]
+        ok = [
+            (archs[label]["consistency"]["pwmcc"]["trained_minus_random"]["ci_low"], lam, label)
+            for lam, label in pts
+            if ev0 - archs[label]["quality"]["mean"]["explained_variance"] <= EV_DROP
+        ]
+        lb, lam, label = max(ok)
+        gain = seed_bootstrap_ci(
+            np.array(archs[label]["consistency"]["pwmcc"]["matrix"])
+            - np.array(ctl["consistency"]["pwmcc"]["matrix"]),
+            n_resamples=m.get("n_bootstrap", 10_000),
+            seed=m.get("baseline_seed", 0),
+            method="bca",
+        )
+        verdict = (
+            "λ = 0 itself: no regularisation passes the rule"
+            if lam == 0
+            else "resolved (CI above 0)"
+            if gain["ci_low"] > 0
+            else "resolved, negative (CI below 0)"
+            if gain["ci_high"] < 0
+            else "NOT resolved (CI contains 0)"
+        )
+        drop = ev0 - archs[label]["quality"]["mean"]["explained_variance"]
+        lines.append(
+            f"- {group or 'all'}: selected λ = {lam:g} (`{label}`; lower bound {lb:+.3f}, EV drop "
+            f"{drop:+.4f}); PWMCC gain over λ = 0: {gain['mean']:+.3f} [{gain['ci_low']:+.3f}, "
+            f"{gain['ci_high']:+.3f}]: {verdict}."
+        )
+    return [*lines, ""]
