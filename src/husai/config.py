@@ -326,6 +326,10 @@ ABBREVIATIONS = {
     "auxk_coefficient": "auxk",
     "batch_size": "bs",
     "epochs": "ep",
+    "consistency_penalty": "",
+    "consistency_lambda": "lam",
+    "target_l0": "l0",
+    "resample_every_epochs": "rs",
 }
 
 
