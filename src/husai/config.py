@@ -327,6 +327,7 @@ ABBREVIATIONS = {
     "batch_size": "bs",
     "epochs": "ep",
     "consistency_penalty": "",
+    "init": "",
     "consistency_lambda": "lam",
     "target_l0": "l0",
     "resample_every_epochs": "rs",
