@@ -96,3 +96,21 @@ def test_lambda_sweep_report_selects_by_the_rule(tiny_dict: dict, tmp_path: Path
         )
         g = seed_bootstrap_ci(diff, n_resamples=200, method="bca")
         assert f"{g['mean']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]" in report
+
+
+def test_init_baseline_of_a_data_initialised_sae_is_its_data_init() -> None:
+    from husai.config import MetricsConfig, SAEConfig
+    from husai.experiments.evaluate import consistency
+    from husai.metrics import pairwise
+    from husai.sae import build_sae
+    from husai.sae.resample import init_from_data
+
+    x = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    cfg = SAEConfig(architecture="topk", d_sae=16, k=2, init="data")
+    sae = build_sae(cfg, 8, [1, 2, 3])
+    init = build_sae(cfg, 8, [1, 2, 3])
+    with torch.no_grad():
+        init_from_data(init, x)
+    want = pairwise([init.W_dec[s] for s in range(3)], thresholds=())["pwmcc"]["values"]
+    got = consistency(sae, cfg, MetricsConfig(n_bootstrap=100), x)["pwmcc"]["init"]["pairs"]
+    assert got == pytest.approx(want)

@@ -114,13 +114,24 @@ def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> 
     return summarise_values(values, matrix, VARIANTS[key.split("@")[0]], m)
 
 
-def consistency(trained: SAE, cfg: SAEConfig, m: MetricsConfig) -> dict[str, Any]:
-    """Pairwise consistency of trained decoders vs matched random and at-init dictionaries."""
+def consistency(
+    trained: SAE, cfg: SAEConfig, m: MetricsConfig, x: Tensor | None = None
+) -> dict[str, Any]:
+    """Pairwise consistency of trained decoders vs matched random and at-init dictionaries
+    (for `init: data`, the data-initialised ones: pass the training activations `x`)."""
     S, F, D = trained.n_seeds, trained.d_sae, trained.d_in
+    init = build_sae(cfg, D, trained.seeds)
+    if cfg.init == "data":
+        if x is None:
+            raise ValueError("a data-initialised SAE's init baseline needs the activations")
+        from husai.sae.resample import init_from_data
+
+        with torch.no_grad():
+            init_from_data(init, x)
     dicts = {
         "trained": decoders(trained),
         "random": random_dictionaries(S, F, D, m.baseline_seed),
-        "init": decoders(build_sae(cfg, D, trained.seeds)),
+        "init": decoders(init),
     }
     groups = {
         g: pairwise(d, thresholds=m.thresholds, block_size=m.block_size) for g, d in dicts.items()

@@ -39,7 +39,7 @@ from husai.sae import save as save_sae
 from husai.sae.base import SAE
 from husai.sae.io import CFG_FILE
 
-SAE_JOB_VERSION = 3  # 2: structure, trajectory, regularisation; 3: permutation tests
+SAE_JOB_VERSION = 4  # 2: structure etc.; 3: permutation tests; 4: data-init baseline
 
 
 def seed_dir(out_dir: Path, seed: int) -> Path:
@@ -163,7 +163,7 @@ def evaluate(job: Job, sae: SAE, x: Tensor) -> dict[str, Any]:
     qual = quality(sae, x)
     out: dict[str, Any] = {
         "config": resolved.model_dump(mode="json"),
-        "consistency": consistency(sae, resolved, m),
+        "consistency": consistency(sae, resolved, m, x),
     }
     if spec["downstream"] is not None:
         down = _downstream(job, sae, x, spec["downstream"])
