@@ -189,7 +189,8 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     if "target_hook" in ds:  # a transcoder data set
         where += (
             f"transcoder: input hook `{ds['hook']}` → target hook `{ds['target_hook']}`; "
-            "EV and MSE against the target; "
+            "EV and MSE against the target; PWMCC init is of the decoders training starts "
+            "from (data-dependent: rows along W_enc·Σ_xy); "
         )
         dims += f" → d_out {ds['d_out']}"
         rank_of = " of the input"
