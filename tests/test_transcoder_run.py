@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
 
 from husai.activations import load_activation_pair
 from husai.config import parse_run_config
@@ -19,18 +18,23 @@ from husai.metrics import explained_variance, mse
 from husai.sae import load
 
 IN_HOOK, OUT_HOOK = "blocks.0.resid_mid", "blocks.0.mlp_out"
-TC = {
-    **TINY,
-    "activations": {"hook": IN_HOOK},
-    "data": [{"name": "mlp", "target_hook": OUT_HOOK}],
-    "saes": [TINY["saes"][0]],
-}
 
 
 @pytest.fixture(scope="module")
-def tc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tc(tiny_dict: dict) -> dict:
+    """The tiny config (conftest) with one transcoder data set and its TopK SAE."""
+    return {
+        **tiny_dict,
+        "activations": {"hook": IN_HOOK},
+        "data": [{"name": "mlp", "target_hook": OUT_HOOK}],
+        "saes": [tiny_dict["saes"][0]],
+    }
+
+
+@pytest.fixture(scope="module")
+def tc_run(tmp_path_factory: pytest.TempPathFactory, tc: dict) -> Path:
     base = tmp_path_factory.mktemp("tc_run")
-    run(parse_run_config(TC), base / "run", cache_dir=base / "cache")
+    run(parse_run_config(tc), base / "run", cache_dir=base / "cache")
     return base / "run"
 
 
@@ -89,24 +93,24 @@ def test_random_baseline_has_target_width(monkeypatch: pytest.MonkeyPatch) -> No
     assert q[0]["explained_variance"] == pytest.approx(explained_variance(y, sae(x)[0]), abs=1e-6)
 
 
-def test_rerun_skips_and_is_byte_identical(tc_run: Path, tmp_path: Path) -> None:
+def test_rerun_skips_and_is_byte_identical(tc_run: Path, tmp_path: Path, tc: dict) -> None:
     again = tmp_path / "again"
     shutil.copytree(tc_run, again)
-    run(parse_run_config(TC), again, cache_dir=tc_run.parent / "cache")
+    run(parse_run_config(tc), again, cache_dir=tc_run.parent / "cache")
     man = json.loads((again / "manifest.json").read_text())
     assert man["jobs"]["skipped"] == ["mlp/topk"] and man["trained_this_run"] == []
     assert (again / "metrics.json").read_bytes() == (tc_run / "metrics.json").read_bytes()
     # lost job record: the SAEs are reloaded (not retrained) and re-evaluated identically
     (again / "saes" / "mlp" / "topk" / "job.json").unlink()
-    run(parse_run_config(TC), again, cache_dir=tc_run.parent / "cache")
+    run(parse_run_config(tc), again, cache_dir=tc_run.parent / "cache")
     man = json.loads((again / "manifest.json").read_text())
     assert man["jobs"]["ran"] == ["mlp/topk"] and man["trained_this_run"] == []
     assert (again / "metrics.json").read_bytes() == (tc_run / "metrics.json").read_bytes()
 
 
-def test_transcoder_job_key_differs_from_sae_job(tc_run: Path, tmp_path: Path) -> None:
+def test_transcoder_job_key_differs_from_sae_job(tc_run: Path, tmp_path: Path, tc: dict) -> None:
     man = json.loads((tc_run / "manifest.json").read_text())
-    plain = {**TC, "data": [{"name": "mlp"}]}
+    plain = {**tc, "data": [{"name": "mlp"}]}
     run(parse_run_config(plain), tmp_path / "plain", cache_dir=tc_run.parent / "cache")
     man2 = json.loads((tmp_path / "plain" / "manifest.json").read_text())
     assert man["jobs"]["keys"]["mlp/topk"] != man2["jobs"]["keys"]["mlp/topk"]
