@@ -299,6 +299,12 @@ class DataConfig(Strict):
         None, description="husai.synthetic.SyntheticConfig fields (source = synthetic)"
     )
     path: str | None = Field(None, description="activation file (source = file)")
+    target_hook: str | None = Field(
+        None,
+        description="source = toy: a transcoder data set: inputs at `activations.hook`, "
+        "targets at this later hook (e.g. blocks.0.mlp_out); its SAEs are transcoders, scored "
+        "against the target; null = SAEs on `activations.hook`",
+    )
     sae_overrides: dict[str, Any] | None = Field(
         None,
         description="SAEConfig fields set for every SAE trained on this data set (e.g. "
@@ -315,6 +321,8 @@ class DataConfig(Strict):
             SyntheticConfig.model_validate(self.synthetic or {})
         if self.source == "file" and not self.path:
             raise ValueError("source 'file' needs `path`")
+        if self.target_hook is not None and self.source != "toy":
+            raise ValueError("target_hook needs source 'toy'")
         return self
 
 
@@ -446,6 +454,19 @@ class RunConfig(Strict):
         valid = hook_names(self.toy.model.n_layers)
         if self.activations.hook not in valid:
             raise ValueError(f"unknown hook {self.activations.hook!r} (valid: {', '.join(valid)})")
+        for d in self.data:
+            if d.target_hook is None:
+                continue
+            if d.target_hook not in valid:
+                raise ValueError(
+                    f"data {d.name}: unknown target_hook {d.target_hook!r} "
+                    f"(valid: {', '.join(valid)})"
+                )
+            if valid.index(d.target_hook) <= valid.index(self.activations.hook):
+                raise ValueError(
+                    f"data {d.name}: target_hook {d.target_hook!r} must come after the input "
+                    f"hook {self.activations.hook!r} in the forward pass"
+                )
         if len(self.seeds) < 2:
             raise ValueError("need at least 2 seeds to measure consistency")
         if len(set(self.seeds)) != len(self.seeds):

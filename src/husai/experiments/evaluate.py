@@ -115,22 +115,32 @@ def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> 
 
 
 def consistency(
-    trained: SAE, cfg: SAEConfig, m: MetricsConfig, x: Tensor | None = None
+    trained: SAE,
+    cfg: SAEConfig,
+    m: MetricsConfig,
+    x: Tensor | None = None,
+    y: Tensor | None = None,
 ) -> dict[str, Any]:
     """Pairwise consistency of trained decoders vs matched random and at-init dictionaries
-    (for `init: data`, the data-initialised ones: pass the training activations `x`)."""
-    S, F, D = trained.n_seeds, trained.d_sae, trained.d_in
-    init = build_sae(cfg, D, trained.seeds)
-    if cfg.init == "data":
-        if x is None:
-            raise ValueError("a data-initialised SAE's init baseline needs the activations")
-        from husai.sae.resample import init_from_data
+    (both of the decoder's width d_out). A data-dependent init (`init: data`, or a
+    transcoder's `fit_init`) needs the training x (and y): the init decoders are then those
+    training starts from."""
+    S, F, d_out = trained.n_seeds, trained.d_sae, trained.d_out
+    init = build_sae(
+        cfg, trained.d_in, trained.seeds, d_out=d_out if trained.transcoder else None
+    )
+    with torch.no_grad():
+        if cfg.init == "data":
+            if x is None:
+                raise ValueError("a data-initialised SAE's init baseline needs the activations")
+            from husai.sae.resample import init_from_data
 
-        with torch.no_grad():
             init_from_data(init, x)
+        if trained.transcoder and x is not None:
+            init.fit_init(x, y)
     dicts = {
         "trained": decoders(trained),
-        "random": random_dictionaries(S, F, D, m.baseline_seed),
+        "random": random_dictionaries(S, F, d_out, m.baseline_seed),
         "init": decoders(init),
     }
     groups = {
@@ -150,8 +160,12 @@ def recovery_block(sae: SAE, truth_FD: Tensor) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def quality(sae: SAE, x_ND: Tensor, chunk: int = 4096) -> list[dict[str, float]]:
-    """Per seed: MSE, explained variance, mean L0, dead fraction over all rows of x."""
+def quality(
+    sae: SAE, x_ND: Tensor, y_NO: Tensor | None = None, chunk: int = 4096
+) -> list[dict[str, float]]:
+    """Per seed: MSE, explained variance, mean L0, dead fraction over all rows of x; MSE and
+    EV against the targets y (a transcoder's; EV relative to y's variance), default x."""
+    ref = x_ND if y_NO is None else y_NO
     x_hat, l0_sum = [], torch.zeros(sae.n_seeds)
     fires = torch.zeros(sae.n_seeds, sae.d_sae)
     for start in range(0, len(x_ND), chunk):
@@ -163,8 +177,8 @@ def quality(sae: SAE, x_ND: Tensor, chunk: int = 4096) -> list[dict[str, float]]
     recon = torch.cat(x_hat, dim=1)
     return [
         {
-            "mse": mse(x_ND, recon[s]),
-            "explained_variance": explained_variance(x_ND, recon[s]),
+            "mse": mse(ref, recon[s]),
+            "explained_variance": explained_variance(ref, recon[s]),
             "l0": float(l0_sum[s] / len(x_ND)),
             "dead_fraction": dead_fraction(fires[s : s + 1]),
         }
@@ -183,21 +197,34 @@ def _loss_acc(model: Any, tokens: Tensor, labels: Tensor, hooks: dict | None) ->
 
 @torch.no_grad()
 def downstream(
-    model: Any, hook: str, tokens: Tensor, labels: Tensor, sae: SAE, mean_D: Tensor
+    model: Any,
+    hook: str,
+    tokens: Tensor,
+    labels: Tensor,
+    sae: SAE,
+    mean_D: Tensor,
+    hook_out: str | None = None,
 ) -> dict[str, Any]:
     """Toy-model loss/accuracy with the hook's answer-position activation replaced by each
-    seed's reconstruction, by zeros and by the mean, and the fraction of loss recovered."""
+    seed's reconstruction, by zeros and by the mean, and the fraction of loss recovered.
+    A transcoder (`hook_out` its target hook, `mean_D` the mean target): `hook_out`'s
+    activation is replaced, by the prediction from `hook`'s activation in the same pass."""
+    out = hook if hook_out is None else hook_out
     base = {
         "clean": _loss_acc(model, tokens, labels, None),
-        "zero_ablated": _loss_acc(model, tokens, labels, {hook: torch.zeros_like}),
+        "zero_ablated": _loss_acc(model, tokens, labels, {out: torch.zeros_like}),
         "mean_ablated": _loss_acc(
-            model, tokens, labels, {hook: lambda a: mean_D.expand_as(a).clone()}
+            model, tokens, labels, {out: lambda a: mean_D.expand_as(a).clone()}
         ),
     }
     per_seed = []
     for s in range(sae.n_seeds):
         one = sae.select(s)
-        r = _loss_acc(model, tokens, labels, {hook: lambda a, one=one: one(a)[0]})
+        if hook_out is None:
+            hooks = {hook: lambda a, one=one: one(a)[0]}
+        else:
+            hooks = _transcoder_hooks(one, hook, hook_out)
+        r = _loss_acc(model, tokens, labels, hooks)
         r["loss_recovered_vs_zero"] = loss_recovered(
             base["clean"]["loss"], r["loss"], base["zero_ablated"]["loss"]
         )
@@ -206,6 +233,21 @@ def downstream(
         )
         per_seed.append(r)
     return {"baselines": base, "per_seed": per_seed}
+
+
+def _transcoder_hooks(one: SAE, hook: str, hook_out: str) -> dict[str, Any]:
+    """Hooks that read `hook`'s activation and replace `hook_out`'s (later in the forward
+    pass) by the transcoder's prediction from it."""
+    seen: dict[str, Tensor] = {}
+
+    def capture(a: Tensor) -> Tensor:
+        seen["x"] = a
+        return a
+
+    def replace(a: Tensor) -> Tensor:
+        return one(seen.pop("x"))[0]
+
+    return {hook: capture, hook_out: replace}
 
 
 def toy_truths(model: Any, toy_cfg: Any, hook: str) -> dict[str, Tensor]:

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from husai.activations import extract_toy, load_activations, save_activations
+from husai.activations import (
+    extract_toy,
+    extract_toy_pair,
+    load_activation_pair,
+    load_activations,
+    save_activation_pair,
+    save_activations,
+)
 from husai.config import DataConfig, RunConfig, SAEConfig
 from husai.errors import HusaiError
 from husai.experiments.engine import Job, Progress, Summary, run_jobs
@@ -73,12 +80,14 @@ class Dataset:
     hash: str  # tensor hash of the activations
     info: dict[str, Any]
     truth_hash: str | None = None  # tensor hash of the ground-truth features (synthetic)
+    target_hash: str | None = None  # tensor hash of a transcoder data set's targets
 
 
 def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> Dataset:
-    """Produce (toy / synthetic) or read (file) one activation set and store it."""
+    """Produce (toy / synthetic) or read (file) one activation set and store it (a
+    transcoder data set, `target_hook` set: inputs and targets in one file)."""
     path = run_dir / "data" / data.name / "activations.safetensors"
-    truth = None
+    truth = y = None
     if data.source == "synthetic":
         from husai.synthetic import SyntheticConfig, load_ground_truth, write_synthetic
 
@@ -87,12 +96,23 @@ def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> 
     else:
         if data.source == "toy":
             model, model_hash = toy
-            x = extract_toy(model, cfg.toy, cfg.activations)
             meta = {"source": "husai-toy", **cfg.activations.model_dump(), "model_hash": model_hash}
+            if data.target_hook is not None:
+                x, y = extract_toy_pair(model, cfg.toy, cfg.activations, data.target_hook)
+                meta["target_hook"] = data.target_hook
+            else:
+                x = extract_toy(model, cfg.toy, cfg.activations)
         else:
             x, meta = load_activations(Path(data.path))  # type: ignore[arg-type]
-        save_activations(path, x, {k: str(v) for k, v in meta.items()})
-    x, meta = load_activations(path)
+        meta = {k: str(v) for k, v in meta.items()}
+        if y is not None:
+            save_activation_pair(path, x, y, meta)
+        else:
+            save_activations(path, x, meta)
+    if data.target_hook is not None:
+        x, y, meta = load_activation_pair(path)
+    else:
+        x, meta = load_activations(path)
     from husai.metrics.spectrum import effective_rank
 
     info = {
@@ -105,8 +125,15 @@ def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> 
     }
     if truth is not None:
         info["n_true_features"] = int(truth.shape[0])
+    if y is not None:
+        info.update(
+            target_hook=meta["target_hook"],
+            d_out=int(y.shape[1]),
+            target_effective_rank=effective_rank(y),
+        )
     truth_hash = tensor_hash(truth) if truth is not None else None
-    return Dataset(data.name, path, tensor_hash(x), info, truth_hash)
+    y_hash = tensor_hash(y) if y is not None else None
+    return Dataset(data.name, path, tensor_hash(x), info, truth_hash, y_hash)
 
 
 def make_sae_job(
@@ -123,6 +150,8 @@ def make_sae_job(
             "model_sha256": model_hash,
         }
         inputs["toy_model"] = str(run_dir / "toy_model")
+        if data.target_hash is not None:
+            down["hook_out"] = data.info["target_hook"]
     spec = {
         "version": SAE_JOB_VERSION,
         "sae": sae_cfg.model_dump(mode="json"),
@@ -132,6 +161,12 @@ def make_sae_job(
         "metrics": cfg.metrics.model_dump(mode="json"),
         "downstream": down,
     }
+    if data.target_hash is not None:  # a transcoder (absent for an SAE: its key is unchanged)
+        spec["transcoder"] = {
+            "targets": data.target_hash,
+            "hook": data.info["hook"],
+            "hook_out": data.info["target_hook"],
+        }
     out_dir = run_dir / "saes" / data.name / sae_cfg.label
     return Job("sae", spec, out_dir, inputs, name=f"{data.name}/{sae_cfg.label}")
 

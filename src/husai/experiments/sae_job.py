@@ -5,7 +5,10 @@ It reads its inputs from files (`inputs["activations"]`, `inputs["toy_model"]`) 
 them against the content hashes in its spec, so any process can run it. Spec:
 `version` (SAE_JOB_VERSION: bump it when the result's meaning changes), `sae` (SAEConfig),
 `seeds`, `activations` (tensor hash), `truth` (hash of the ground-truth features, synthetic
-data), `metrics` (MetricsConfig), `downstream` (toy config, hook and model sha256, or null).
+data), `metrics` (MetricsConfig), `downstream` (toy config, hook and model sha256, or null;
+a transcoder's also `hook_out`), and only for a transcoder `transcoder` (`targets`: tensor
+hash of the targets in the same file, `hook`, `hook_out`): it is trained x → y and scored
+against y.
 Result: `{"evaluation": <metrics.json entry>, "trained": bool}`.
 """
 
@@ -18,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from husai.activations import load_activations, split_rows
+from husai.activations import load_activation_pair, load_activations, split_rows
 from husai.config import MetricsConfig, SAEConfig, ToyConfig
 from husai.errors import HusaiError
 from husai.experiments.engine import Job, Progress
@@ -49,7 +52,9 @@ def seed_dir(out_dir: Path, seed: int) -> Path:
 def _stack(saes: list[SAE]) -> SAE:
     """One-seed SAEs (same config) → an ensemble with stacked weights."""
     first = saes[0]
-    ens = type(first)(first.cfg, first.d_in, [s.seeds[0] for s in saes])
+    d_out = first.d_out if first.transcoder else None
+    ens = type(first)(first.cfg, first.d_in, [s.seeds[0] for s in saes], d_out)
+    ens.hook_name, ens.hook_name_out = first.hook_name, first.hook_name_out
     with torch.no_grad():
         for name, p in ens.named_parameters():
             p.copy_(torch.cat([getattr(s, name) for s in saes]))
@@ -63,9 +68,13 @@ def train_or_load(
     seeds: list[int],
     out_dir: Path,
     progress: Callable[[int, int], None] | None,
+    target: tuple[Tensor, dict[str, Any]] | None = None,
 ) -> tuple[SAE, bool]:
-    """Train all seeds together, or load them if saved for the same config and activations."""
-    key = config_hash({"sae": sae_cfg.model_dump(mode="json"), "activations": x_hash})
+    """Train all seeds together, or load them if saved for the same config and activations.
+    `target`: a transcoder's (targets y, the spec's `transcoder` block)."""
+    y, tc = target if target is not None else (None, None)
+    key_src = {"sae": sae_cfg.model_dump(mode="json"), "activations": x_hash}
+    key = config_hash(key_src if tc is None else {**key_src, "targets": tc["targets"]})
     dirs = [seed_dir(out_dir, s) for s in seeds]
     if all((d / CFG_FILE).is_file() for d in dirs):
         if all(read_json(d / CFG_FILE)["husai"].get("job_hash") == key for d in dirs):
@@ -74,7 +83,7 @@ def train_or_load(
     if sae_cfg.consistency_penalty in ("reference", "assignment"):
         from husai.sae.regularise import train_reference
 
-        reference = train_reference(sae_cfg, x, seeds)
+        reference = train_reference(sae_cfg, x, seeds, y_ND=y)
     points: list[dict[str, Any]] = []
     every = sae_cfg.trajectory_every_epochs
 
@@ -82,13 +91,15 @@ def train_or_load(
         if every and epoch % every == 0:
             points.append(trajectory_point(epoch, now))
 
-    if sae_cfg.init == "random":  # the at-init point (a data init happens inside training)
+    if sae_cfg.init == "random" and y is None:  # at-init point (data inits happen in training)
         checkpoint(0, build_sae(sae_cfg, x.shape[1], seeds))
     sae, info = train_sae(
-        sae_cfg, x, seeds, progress=progress, reference=reference, on_epoch=checkpoint
+        sae_cfg, x, seeds, y_ND=y, progress=progress, reference=reference, on_epoch=checkpoint
     )
     if every:
         write_json(Path(out_dir) / TRAJECTORY_FILE, points)
+    if tc is not None:
+        sae.hook_name, sae.hook_name_out = tc["hook"], tc["hook_out"]
     for s, d in enumerate(dirs):
         extra = {
             "job_hash": key,
@@ -105,6 +116,7 @@ def train_or_load(
                 if k in info
             },
             "activations_tensor_sha256": x_hash,
+            **({"targets_tensor_sha256": tc["targets"]} if tc is not None else {}),
         }
         save_sae(sae.select(s), d, extra=extra)
     return sae, True
@@ -122,7 +134,9 @@ def trajectory_point(epoch: int, sae: SAE) -> dict[str, Any]:
 
 
 def _downstream(job: Job, sae: SAE, x: Tensor, spec: dict[str, Any]) -> dict[str, Any]:
-    """Toy-model loss/accuracy on its test split with each seed's SAE spliced in."""
+    """Toy-model loss/accuracy on its test split with each seed's SAE (a transcoder: its
+    prediction of the target hook) spliced in; `x`: what it reconstructs (a transcoder's
+    targets), whose mean is the mean-ablation baseline."""
     from husai.toy import load_checkpoint, make_dataset
 
     model_dir = Path(job.inputs["toy_model"])
@@ -132,7 +146,15 @@ def _downstream(job: Job, sae: SAE, x: Tensor, spec: dict[str, Any]) -> dict[str
     toy = ToyConfig.model_validate(spec["toy"])
     tokens, labels = make_dataset(toy.model.p, toy.model.op)
     rows = split_rows(toy, "test")
-    return downstream(model, spec["hook"], tokens[rows], labels[rows], sae, x.mean(0))
+    return downstream(
+        model,
+        spec["hook"],
+        tokens[rows],
+        labels[rows],
+        sae,
+        x.mean(0),
+        hook_out=spec.get("hook_out"),
+    )
 
 
 def _structure(job: Job, sae: SAE, spec: dict[str, Any], m: MetricsConfig) -> dict[str, Any]:
@@ -141,7 +163,8 @@ def _structure(job: Job, sae: SAE, spec: dict[str, Any], m: MetricsConfig) -> di
 
     model, _, _ = load_checkpoint(Path(job.inputs["toy_model"]))
     model.eval()
-    truths = toy_truths(model, ToyConfig.model_validate(spec["toy"]), spec["hook"])
+    hook = spec.get("hook_out") or spec["hook"]  # a transcoder's decoder lives at its target
+    truths = toy_truths(model, ToyConfig.model_validate(spec["toy"]), hook)
     return structure_block(sae, truths, m.baseline_seed)
 
 
@@ -154,19 +177,20 @@ def _truth(job: Job, spec_hash: str) -> Tensor:
     return truth
 
 
-def evaluate(job: Job, sae: SAE, x: Tensor) -> dict[str, Any]:
+def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str, Any]:
     """Consistency vs baselines, quality per seed (mean and bootstrap CI over seeds), and
-    downstream (toy) or recovery (synthetic) metrics."""
+    downstream (toy) or recovery (synthetic) metrics; a transcoder's (targets y) quality and
+    downstream are against y, its baselines have y's width."""
     spec, seeds = job.spec, job.spec["seeds"]
     m = MetricsConfig.model_validate(spec["metrics"])
     resolved = SAEConfig.model_validate(spec["sae"]).resolve(x.shape[1])
-    qual = quality(sae, x)
+    qual = quality(sae, x, y)
     out: dict[str, Any] = {
         "config": resolved.model_dump(mode="json"),
-        "consistency": consistency(sae, resolved, m, x),
+        "consistency": consistency(sae, resolved, m, x, y),
     }
     if spec["downstream"] is not None:
-        down = _downstream(job, sae, x, spec["downstream"])
+        down = _downstream(job, sae, x if y is None else y, spec["downstream"])
         for q, d in zip(qual, down["per_seed"], strict=True):
             q.update({f"downstream_{k}": v for k, v in d.items()})
         out["downstream_baselines"] = down["baselines"]
@@ -193,7 +217,15 @@ def sae_job(job: Job, progress: Progress | None = None) -> dict[str, Any]:
     x, _ = load_activations(path)
     if tensor_hash(x) != spec["activations"]:
         raise HusaiError(f"{path}: activations differ from the ones this job was made for")
+    tc, y = spec.get("transcoder"), None
+    if tc is not None:
+        _, y, _ = load_activation_pair(path)
+        if tensor_hash(y) != tc["targets"]:
+            raise HusaiError(f"{path}: targets differ from the ones this job was made for")
     sae_cfg = SAEConfig.model_validate(spec["sae"])
     cb = (lambda i, n: progress(job.name, i, n)) if progress else None
-    sae, trained = train_or_load(sae_cfg, x, spec["activations"], spec["seeds"], job.out_dir, cb)
-    return {"evaluation": evaluate(job, sae, x), "trained": trained}
+    target = (y, tc) if y is not None else None
+    sae, trained = train_or_load(
+        sae_cfg, x, spec["activations"], spec["seeds"], job.out_dir, cb, target
+    )
+    return {"evaluation": evaluate(job, sae, x, y), "trained": trained}

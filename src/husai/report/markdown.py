@@ -185,19 +185,30 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         if "n_true_features" in ds
         else ""
     )
+    dims, rank_of, target_rank = f"d_in {ds['d']}", "", ""
+    if "target_hook" in ds:  # a transcoder data set
+        where += (
+            f"transcoder: input hook `{ds['hook']}` → target hook `{ds['target_hook']}`; "
+            "EV and MSE against the target; PWMCC init is of the decoders training starts "
+            "from (data-dependent: rows along W_enc·Σ_xy); "
+        )
+        dims += f" → d_out {ds['d_out']}"
+        rank_of = " of the input"
+        pr = ds["target_effective_rank"]["participation_ratio"]
+        target_rank = f"; of the target: participation ratio {pr:.1f}"
     lines = [
         f"## Data set `{name}` ({ds['source']})",
         "",
-        f"`{ds['artifact']}`: {where}{ds['n']} rows × d_in {ds['d']}. Effective rank: "
+        f"`{ds['artifact']}`: {where}{ds['n']} rows × {dims}. Effective rank{rank_of}: "
         f"participation ratio {er['participation_ratio']:.1f}; "
         + ", ".join(
             f"{k.split('_')[-1]} of variance in {int(v)} components"
             for k, v in er.items()
             if k.startswith("n_components")
         )
-        + f".{truth} Seeds {seeds}, each configuration's seeds trained together as one batched "
-        f"ensemble; weights in `saes/{name}/<sae>/seed_<n>/` (SAELens layout). Source: "
-        f"`metrics.json` → `datasets.{name}`.",
+        + f"{target_rank}.{truth} Seeds {seeds}, each configuration's seeds trained together "
+        f"as one batched ensemble; weights in `saes/{name}/<sae>/seed_<n>/` (SAELens layout). "
+        f"Source: `metrics.json` → `datasets.{name}`.",
         "",
         *_table(archs),
         "",
@@ -206,8 +217,14 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     ]
     first = next(iter(archs.values()))
     if "downstream_baselines" in first:
+        at = (
+            f"; ablations at the target hook `{ds['target_hook']}`, which each transcoder's "
+            "prediction replaces"
+            if "target_hook" in ds
+            else ""
+        )
         lines += [
-            f"Downstream baselines (toy model on its test split, `metrics.json` → "
+            f"Downstream baselines (toy model on its test split{at}, `metrics.json` → "
             f"`datasets.{name}.architectures.<sae>.downstream_baselines`): "
             + "; ".join(
                 f"{k}: loss {r['loss']:.4f}, accuracy {r['accuracy']:.4f}"
