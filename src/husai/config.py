@@ -108,7 +108,8 @@ class SAEConfig(Strict):
     name: str | None = Field(None, description="label in reports (default: architecture)")
     architecture: str = Field(
         "topk",
-        description="registered architecture: topk, relu, batchtopk, matryoshka, jumprelu, gated",
+        description="registered architecture: topk, hierarchical_topk, relu, batchtopk, "
+        "matryoshka, jumprelu, gated",
     )
     d_sae: int | None = Field(1024, gt=0, description="number of latents")
     expansion_factor: float | None = Field(
