@@ -250,15 +250,12 @@ def sweep(
 )
 @user_errors
 def calibrate(
-    config: Annotated[
-        Path | None, typer.Argument(help="YAML/TOML config (default: built-in)")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="output directory (default: runs/<config name>)")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="toy-model cache (default: ~/.cache/husai)")
-    ] = None,
+    config: ConfigArg = None,
+    out: OutOpt = None,
+    cache_dir: CacheOpt = None,
+    executor: ExecutorOpt = "inline",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     from husai.config import parse_config, read_config_file
     from husai.experiments.calibrate import CalibrateConfig
@@ -268,7 +265,9 @@ def calibrate(
     cfg = parse_config(data, CalibrateConfig)
     out = out or Path("runs") / (config.stem if config else "calibrate")
     t0 = time.perf_counter()
-    result = run_calibration(cfg, out, cache_dir=cache_dir)
+    result = run_calibration(
+        cfg, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address
+    )
     imp = result["improvement_selected_minus_control"]
     _stdout().print(
         f"selected k = {result['selected_k']}; PWMCC improvement over k = "

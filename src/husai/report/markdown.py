@@ -90,7 +90,7 @@ def _table(archs: dict[str, Any]) -> list[str]:
             "Hungarian random",
         ]
         + [f"shared@{t}" for t in thresholds]
-        + ["EV", "MSE", "L0", "dead frac"]
+        + ["EV", "MSE", "L0", "dead frac (seed min–max)"]
         + [e[0] for e in extra]
         + [f"{t} recovery MCC (@0.9)" for t in structures]
     )
@@ -111,7 +111,7 @@ def _table(archs: dict[str, Any]) -> list[str]:
             f"{q['explained_variance']:.3f}",
             f"{q['mse']:.4g}",
             f"{q['l0']:.1f}",
-            f"{q['dead_fraction']:.3f}",
+            _dead(a),
             *[format(q[key], fmt) for _, key, fmt in extra],
             *[
                 f"{a['structure'][t]['hungarian_mcc']:.3f} "
@@ -121,6 +121,12 @@ def _table(archs: dict[str, Any]) -> list[str]:
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def _dead(arch: dict[str, Any]) -> str:
+    """Dead fraction: seed mean (min–max over seeds)."""
+    per = [q["dead_fraction"] for q in arch["quality"]["per_seed"].values()]
+    return f"{sum(per) / len(per):.3f} ({min(per):.2f}–{max(per):.2f})"
 
 
 def _toy_section(toy: dict[str, Any]) -> list[str]:
