@@ -126,9 +126,7 @@ def consistency(
     transcoder's `fit_init`) needs the training x (and y): the init decoders are then those
     training starts from."""
     S, F, d_out = trained.n_seeds, trained.d_sae, trained.d_out
-    init = build_sae(
-        cfg, trained.d_in, trained.seeds, d_out=d_out if trained.transcoder else None
-    )
+    init = build_sae(cfg, trained.d_in, trained.seeds, d_out=d_out if trained.transcoder else None)
     with torch.no_grad():
         if cfg.init == "data":
             if x is None:

@@ -28,9 +28,7 @@ class HierarchicalTopKSAE(TopKSAE):
         rows = self.W_dec.reshape(-1, self.d_out)[flat_SBK]  # [S, B, K, O]
         return (vals_SBK.unsqueeze(-1) * rows).cumsum(2) + self.b_dec[:, None, None, :]
 
-    def loss(
-        self, x_SBD: Tensor, y_SBO: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)
         y = self.target(x_SBD, y_SBO)
         vals, flat = self.sparse_encode(x_SBD)
