@@ -32,6 +32,7 @@ SAELENS_NAMES = {
     "batchtopk": "jumprelu_transcoder",
     "matryoshka": "jumprelu_transcoder",
     "topk": "topk_transcoder",
+    "hierarchical_topk": "topk_transcoder",
     "gated": "gated_transcoder",
 }
 
