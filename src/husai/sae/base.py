@@ -24,6 +24,11 @@ from torch import Tensor, nn
 from husai.config import SAEConfig
 
 
+def spaced_rows(x_ND: Tensor, n: int) -> Tensor:
+    """At most n rows of x, evenly spaced (deterministic, covers the whole set)."""
+    return x_ND[torch.linspace(0, len(x_ND) - 1, min(len(x_ND), n)).long()]
+
+
 class SAE(nn.Module):
     """Base class: architectures override `activation` and, if needed, `loss`."""
 

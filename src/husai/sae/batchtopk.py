@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from husai.config import SAEConfig
+from husai.sae.base import spaced_rows
 from husai.sae.registry import register
 from husai.sae.topk import TopKSAE
 
@@ -162,8 +163,7 @@ class BatchTopKSAE(TopKSAE):
     @torch.no_grad()
     def finish_training(self, x_ND: Tensor) -> None:
         """Set θ so that mean inference L0 = k on (up to CALIBRATION_ROWS of) the training rows."""
-        n = len(x_ND)
-        rows = x_ND[torch.linspace(0, n - 1, min(n, CALIBRATION_ROWS)).long()]
+        rows = spaced_rows(x_ND, CALIBRATION_ROWS)
         n_keep = min(self.cfg.k * len(rows), len(rows) * self.d_sae - 1)
         for s in range(self.n_seeds):  # one seed at a time bounds memory at n × F floats
             pre = torch.addmm(self.b_enc[s], rows - self.input_bias()[s], self.W_enc[s].T).view(-1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from husai.sae.base import SAE
+from husai.sae.base import SAE, spaced_rows
 
 RESAMPLE_ROWS = 16_384
 ENCODER_SCALE = 0.2  # Bricken et al.: new encoder rows at 0.2 × the mean alive norm
@@ -42,7 +42,7 @@ def init_from_data(sae: SAE, x_ND: Tensor) -> None:
         w_FD = _unit(centred[rows])
         sae.W_dec[s] = w_FD
         sae.W_enc[s] = w_FD
-    sample = centred[torch.linspace(0, N - 1, min(N, RESAMPLE_ROWS)).long()]
+    sample = spaced_rows(centred, RESAMPLE_ROWS)
     sae.b_dec.zero_()
     sae.b_enc.zero_()
     r_SND = sae.decode(sae.encode(sample))  # codes are linear in the encoder's scale
@@ -55,24 +55,31 @@ def resample_due(epochs: int, every: int, epoch: int) -> bool:
     return every > 0 and (epoch + 1) % every == 0 and epoch + 1 <= epochs // 2
 
 
+def _scan(sae: SAE, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """One pass over rows: ([S, F] bool latents that fire somewhere, [S, n] squared errors)."""
+    fired = torch.zeros(sae.n_seeds, sae.d_sae, dtype=torch.bool)
+    errors = []
+    for chunk in rows.split(4096):
+        codes = sae.encode(chunk)
+        fired |= (codes > 0).any(1)
+        errors.append((sae.decode(codes) - chunk).pow(2).sum(-1))
+    return fired, torch.cat(errors, dim=1)
+
+
 @torch.no_grad()
 def dead_latents(sae: SAE, x_ND: Tensor) -> Tensor:
     """[S, F] bool: latents firing on none of up to RESAMPLE_ROWS evenly spaced rows."""
-    rows = x_ND[torch.linspace(0, len(x_ND) - 1, min(len(x_ND), RESAMPLE_ROWS)).long()]
-    fired = torch.zeros(sae.n_seeds, sae.d_sae, dtype=torch.bool)
-    for chunk in rows.split(4096):
-        fired |= (sae.encode(chunk) > 0).any(1)
-    return ~fired
+    return ~_scan(sae, spaced_rows(x_ND, RESAMPLE_ROWS))[0]
 
 
 @torch.no_grad()
 def resample_dead(sae: SAE, opt: torch.optim.Optimizer, x_ND: Tensor, step: int) -> list[int]:
     """Resample every seed's dead latents in place; returns how many per seed."""
-    dead_SF = dead_latents(sae, x_ND)
+    rows = spaced_rows(x_ND, RESAMPLE_ROWS)
+    fired_SF, err_SN = _scan(sae, rows)
+    dead_SF = ~fired_SF
     if not dead_SF.any():
         return [0] * sae.n_seeds
-    rows = x_ND[torch.linspace(0, len(x_ND) - 1, min(len(x_ND), RESAMPLE_ROWS)).long()]
-    err_SN = torch.cat([(sae(c) - c).pow(2).sum(-1) for c in rows.split(4096)], dim=1)
     fresh = type(sae)(sae.cfg, sae.d_in, sae.seeds)
     for s, seed in enumerate(sae.seeds):
         dead = dead_SF[s].nonzero().squeeze(1)
