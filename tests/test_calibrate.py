@@ -17,11 +17,14 @@ from husai.metrics.stats import seed_bootstrap_ci
 
 
 def test_select_k_maximises_lower_bound_under_ev_floor() -> None:
+    def row(k: int, low: float, ev: float) -> dict:
+        return {"k": k, "trained_minus_random": {"ci_low": low}, "ev": ev}
+
     rows = [
-        {"k": 8, "delta_ci_low": 0.30, "ev": 0.80},  # best bound, but below the floor
-        {"k": 16, "delta_ci_low": 0.20, "ev": 0.92},
-        {"k": 32, "delta_ci_low": 0.20, "ev": 0.95},  # tie: the smaller k wins
-        {"k": 64, "delta_ci_low": 0.10, "ev": 0.99},
+        row(8, 0.30, 0.80),  # best bound, but below the floor
+        row(16, 0.20, 0.92),
+        row(32, 0.20, 0.95),  # tie: the smaller k wins
+        row(64, 0.10, 0.99),
     ]
     assert select_k(rows, 0.9)["k"] == 16
     with pytest.raises(HusaiError, match="no candidate k reaches ev_floor 0.999"):
@@ -47,7 +50,7 @@ def test_calibrate_cli(tiny_dict: dict, tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     result = json.loads((out / "calibration.json").read_text())
-    best = max(result["search"], key=lambda r: (r["delta_ci_low"], -r["k"]))
+    best = max(result["search"], key=lambda r: (r["trained_minus_random"]["ci_low"], -r["k"]))
     assert result["selected_k"] == best["k"] and f"selected k = {best['k']}" in res.output
     confirm = json.loads((out / "confirm" / "metrics.json").read_text())
     assert confirm["seeds"] == [1, 2, 3, 4]

@@ -152,7 +152,7 @@ def test_synthetic_validation_run_reports_recovery(tmp_path: Path) -> None:
 
 
 def test_pareto_front_against_brute_force() -> None:
-    from husai.report.figures import pareto_front
+    from husai.experiments.aggregate import pareto_front
 
     pts = [(0.9, 0.3), (0.8, 0.5), (0.95, 0.2), (0.7, 0.4), (0.8, 0.5), (0.6, 0.6)]
     front = pareto_front(pts)

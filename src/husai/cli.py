@@ -99,37 +99,34 @@ def _stdout() -> Console:
     return c if c.is_terminal else Console(width=160)
 
 
-def _summary_table(metrics: dict[str, Any]) -> Table:
-    t = Table(title="husai: cross-seed consistency (decoder rows; higher = more consistent)")
-    for col in (
-        "data / SAE",
-        "PWMCC trained [95% CI]",
-        "random",
-        "Δ vs random [CI]",
-        "Hungarian MCC",
-        "EV",
-        "L0",
-        "dead",
-        "acc (spliced) / recovery",
-    ):
+def _rich_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    t = Table(title=title)
+    for col in header:
         t.add_column(col)
-    for name, ds in metrics["datasets"].items():
-        for label, a in ds["architectures"].items():
-            c, q = a["consistency"], a["quality"]["mean"]
-            tr, d = c["pwmcc"]["trained"], c["pwmcc"]["trained_minus_random"]
-            last = q.get("downstream_accuracy", q.get("recovery_hungarian_mcc"))
-            t.add_row(
-                f"{name}/{label}",
-                f"{tr['mean']:.3f} [{tr['ci_low']:.3f}, {tr['ci_high']:.3f}]",
-                f"{c['pwmcc']['random']['mean']:.3f}",
-                f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
-                f"{c['hungarian_mcc']['trained']['mean']:.3f}",
-                f"{q['explained_variance']:.3f}",
-                f"{q['l0']:.1f}",
-                f"{q['dead_fraction']:.3f}",
-                "—" if last is None else f"{last:.4f}",
-            )
+    for r in rows:
+        t.add_row(*r)
     return t
+
+
+def _summary_table(metrics: dict[str, Any]) -> Table:
+    """The run's results, one row per data set / SAE (columns from husai.report.tables)."""
+    from husai.report.tables import COLUMNS, columns, known_extras, rows
+
+    header: list[str] = []
+    body: list[list[str]] = []
+    for name, ds in metrics["datasets"].items():
+        first = next(iter(ds["architectures"].values()))
+        extra = known_extras(first)[:1]  # downstream accuracy or recovery MCC
+        cols = [
+            ("data / SAE", lambda label, _, name=name: f"{name}/{label}"),
+            *columns("pwmcc", "pwmcc_random", "delta", "hungarian", "ev", "l0", "dead"),
+            ("acc (spliced) / recovery", COLUMNS[extra[0]][1] if extra else lambda *_: "—"),
+        ]
+        header, part = rows(ds["architectures"], cols)
+        body += part
+    return _rich_table(
+        "husai: cross-seed consistency (decoder rows; higher = more consistent)", header, body
+    )
 
 
 EXECUTOR_HELP = "where the SAE jobs run: inline (this process) | process (local pool) | ray"
@@ -147,16 +144,12 @@ def _run_pipeline(
 ) -> None:
     """`husai run` / `husai sweep`: run the pipeline, print the summary table and timings."""
     from husai.config import load_run_config
-    from husai.experiments.engine import check_executor
-    from husai.experiments.run import require_new_or_same
-    from husai.experiments.run import run as run_pipeline
+    from husai.experiments.run import run as run_all
+    from husai.experiments.run import sweep as run_sweep
 
-    check_executor(executor, workers, address)
     cfg = load_run_config(config)
-    if sweep and cfg.sweep is None:
-        raise HusaiError(f"{config or 'the built-in config'}: no `sweep` block (use `husai run`)")
+    run_pipeline = run_sweep if sweep else run_all
     out = out or Path("runs") / (config.stem if config else "default")
-    require_new_or_same(out, cfg)
     t0 = time.perf_counter()
     engine = {"executor": executor, "workers": workers, "address": address}
     if quiet:

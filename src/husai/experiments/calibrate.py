@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from husai.config import (
@@ -29,8 +28,9 @@ from husai.config import (
     ToyConfig,
 )
 from husai.errors import HusaiError
+from husai.experiments.aggregate import best_lower_bound, paired_gain, verdict
 from husai.io import provenance, write_json
-from husai.metrics.stats import seed_bootstrap_ci
+from husai.results import minus
 
 
 class CalibrateConfig(Strict):
@@ -79,12 +79,18 @@ class CalibrateConfig(Strict):
 
 
 def select_k(rows: list[dict[str, Any]], ev_floor: float) -> dict[str, Any]:
-    """The row maximising `delta_ci_low` among rows with `ev` ≥ ev_floor (ties: smaller k)."""
-    ok = [r for r in rows if r["ev"] >= ev_floor]
-    if not ok:
+    """The row maximising the lower CI bound of trained − random among rows with `ev` ≥
+    ev_floor (ties: smaller k)."""
+    best = best_lower_bound(
+        rows,
+        lower=lambda r: r["trained_minus_random"]["ci_low"],
+        feasible=lambda r: r["ev"] >= ev_floor,
+        tie=lambda r: -r["k"],
+    )
+    if best is None:
         best_ev = max(r["ev"] for r in rows)
         raise HusaiError(f"no candidate k reaches ev_floor {ev_floor} (best EV {best_ev:.3f})")
-    return max(ok, key=lambda r: (r["delta_ci_low"], -r["k"]))
+    return best
 
 
 def _rows(metrics: dict[str, Any], data: str, ks: list[int]) -> list[dict[str, Any]]:
@@ -92,16 +98,12 @@ def _rows(metrics: dict[str, Any], data: str, ks: list[int]) -> list[dict[str, A
     for k in ks:
         arch = metrics["datasets"][data]["architectures"][f"k{k}"]
         pw = arch["consistency"]["pwmcc"]
-        d = pw["trained_minus_random"]
         out.append(
             {
                 "k": k,
-                "pwmcc": pw["trained"]["mean"],
-                "pwmcc_ci": [pw["trained"]["ci_low"], pw["trained"]["ci_high"]],
+                "pwmcc": pw["trained"],
                 "random": pw["random"]["mean"],
-                "delta": d["delta"],
-                "delta_ci_low": d["ci_low"],
-                "delta_ci_high": d["ci_high"],
+                "trained_minus_random": minus(arch),
                 "ev": arch["quality"]["mean"]["explained_variance"],
                 "l0": arch["quality"]["mean"]["l0"],
                 "source": f"search/metrics.json → datasets.{data}.architectures.k{k}",
@@ -123,15 +125,10 @@ def calibrate(cfg: CalibrateConfig, out: Path, **run_kwargs: Any) -> dict[str, A
     confirm_cfg = cfg.run_config(pair, cfg.confirm_seeds, cfg.confirm_epochs)
     confirm = run(confirm_cfg, out / "confirm", **run_kwargs)
     archs = confirm["datasets"][cfg.data.name]["architectures"]
-    m_sel = np.array(archs[f"k{chosen['k']}"]["consistency"]["pwmcc"]["matrix"])
-    m_ctl = np.array(archs[f"k{cfg.control_k}"]["consistency"]["pwmcc"]["matrix"])
-    m = cfg.metrics
-    improvement = seed_bootstrap_ci(
-        m_sel - m_ctl,
-        level=m.ci_level,
-        n_resamples=m.n_bootstrap,
-        seed=m.baseline_seed,
-        method="bca",
+    improvement = paired_gain(
+        archs[f"k{chosen['k']}"]["consistency"]["pwmcc"]["matrix"],
+        archs[f"k{cfg.control_k}"]["consistency"]["pwmcc"]["matrix"],
+        cfg.metrics,
     )
     result = {
         "metric": "pwmcc (max-|cos|, symmetrised; higher = more consistent)",
@@ -142,15 +139,15 @@ def calibrate(cfg: CalibrateConfig, out: Path, **run_kwargs: Any) -> dict[str, A
         "confirm": {
             f"k{k}": {
                 "pwmcc": archs[f"k{k}"]["consistency"]["pwmcc"]["trained"],
-                "trained_minus_random": archs[f"k{k}"]["consistency"]["pwmcc"][
-                    "trained_minus_random"
-                ],
+                "trained_minus_random": minus(archs[f"k{k}"]),
                 "ev": archs[f"k{k}"]["quality"]["mean"]["explained_variance"],
                 "source": f"confirm/metrics.json → datasets.{cfg.data.name}.architectures.k{k}",
             }
             for k in pair
         },
         "improvement_selected_minus_control": improvement,
+        "level": cfg.metrics.ci_level,
+        "verdict": "same" if chosen["k"] == cfg.control_k else verdict(improvement),
         "seeds": {"search": list(cfg.search_seeds), "confirm": list(cfg.confirm_seeds)},
     }
     write_json(out / "calibration.json", result)

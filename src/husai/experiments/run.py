@@ -29,7 +29,8 @@ from husai.activations import (
 )
 from husai.config import DataConfig, RunConfig, SAEConfig
 from husai.errors import HusaiError
-from husai.experiments.engine import Job, Progress, Summary, run_jobs
+from husai.experiments.aggregate import aggregate
+from husai.experiments.engine import Job, Progress, Summary, check_executor, run_jobs
 from husai.experiments.sae_job import SAE_JOB_VERSION
 from husai.io import config_hash, provenance, read_json, sha256_file, tensor_hash, write_json
 from husai.runtime import deterministic
@@ -173,9 +174,17 @@ def make_sae_job(
 
 def run(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
     """Execute the whole pipeline (deterministic kernels); returns the metrics dict
-    (also written to metrics.json)."""
+    (also written to metrics.json). Refuses (HusaiError) a run directory that holds a run
+    of another config, or bad executor options, before doing any work."""
     with deterministic():
         return _run(cfg, run_dir, **kwargs)
+
+
+def sweep(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
+    """`run` for a config with a `sweep` block (HusaiError without one)."""
+    if cfg.sweep is None:
+        raise HusaiError("the config has no `sweep` block (use `husai run`)")
+    return run(cfg, run_dir, **kwargs)
 
 
 def _run(
@@ -190,6 +199,8 @@ def _run(
     address: str | None = None,
 ) -> dict[str, Any]:
     run_dir = Path(run_dir)
+    check_executor(executor, workers, address)
+    require_new_or_same(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     timer = Timer()
@@ -240,6 +251,7 @@ def _run(
             seeds = {str(s): f"saes/{data.name}/{sae_cfg.label}/seed_{s}" for s in cfg.seeds}
             archs[sae_cfg.label] = {**next(results)["evaluation"], "saes": seeds}
         metrics["datasets"][data.name] = {**data.info, "architectures": archs}
+    metrics.update(aggregate(metrics, cfg.metrics))
     write_json(run_dir / "metrics.json", metrics)
 
     manifest = {

@@ -42,7 +42,8 @@ def render(run_dir: Path) -> Path:
                 f"{name}/{label}", arch, seeds, fig_dir / f"pwmcc_heatmap_{name}_{label}.png"
             )
         figures.trained_vs_baselines(archs, fig_dir / f"trained_vs_baselines_{name}.png")
-        figures.ev_vs_pwmcc(archs, seeds, fig_dir / f"ev_vs_pwmcc_{name}.png")
+        front = metrics["pareto"][name]
+        figures.ev_vs_pwmcc(archs, seeds, front, fig_dir / f"ev_vs_pwmcc_{name}.png")
         if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:
             figures.d_sae_trend(name, ds, fig_dir / f"d_sae_trend_{name}.png")
         if any("trajectory" in a for a in archs.values()):

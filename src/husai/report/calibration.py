@@ -9,18 +9,26 @@ import matplotlib.pyplot as plt
 
 from husai.io import write_text
 from husai.report.figures import _save
+from husai.report.format import interval, level
 
 
 def calibration_figure(result: dict[str, Any], path: Path) -> Path:
     rows = result["search"]
     ks = [r["k"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    d = [r["delta"] for r in rows]
+    d = [r["trained_minus_random"]["mean"] for r in rows]
     err = [
-        [r["delta"] - r["delta_ci_low"] for r in rows],
-        [r["delta_ci_high"] - r["delta"] for r in rows],
+        [r["trained_minus_random"]["mean"] - r["trained_minus_random"]["ci_low"] for r in rows],
+        [r["trained_minus_random"]["ci_high"] - r["trained_minus_random"]["mean"] for r in rows],
     ]
-    ax.errorbar(ks, d, yerr=err, fmt="o-", capsize=3, label="PWMCC trained − random (95% CI)")
+    ax.errorbar(
+        ks,
+        d,
+        yerr=err,
+        fmt="o-",
+        capsize=3,
+        label=f"PWMCC trained − random ({level(result['level'])} CI)",
+    )
     ax.axvline(
         result["selected_k"],
         color="C2",
@@ -41,21 +49,19 @@ def calibration_figure(result: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _ci(b: dict[str, Any], key: str = "mean") -> str:
-    return f"{b[key]:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}]"
+VERDICTS = {
+    "same": "the selected k is the control k: nothing to compare",
+    "above": "resolved: the selected k is more consistent",
+    "below": "resolved: the control is more consistent",
+    "unresolved": "not resolved",
+}
 
 
 def render_calibration(out: Path, result: dict[str, Any]) -> Path:
     calibration_figure(result, out / "figures" / "calibration.png")
     imp = result["improvement_selected_minus_control"]
     sel, ctl = result["selected_k"], result["control_k"]
-    verdict = (
-        "the selected k is the control k: nothing to compare"
-        if sel == ctl
-        else "resolved: the selected k is more consistent"
-        if imp["ci_low"] > 0
-        else ("resolved: the control is more consistent" if imp["ci_high"] < 0 else "not resolved")
-    )
+    verdict = VERDICTS[result["verdict"]]
     lines = [
         "# husai calibrate report",
         "",
@@ -71,21 +77,20 @@ def render_calibration(out: Path, result: dict[str, Any]) -> Path:
     for r in result["search"]:
         mark = " **(selected)**" if r["k"] == sel else ""
         lines.append(
-            f"| {r['k']}{mark} | {r['pwmcc']:.3f} [{r['pwmcc_ci'][0]:.3f}, {r['pwmcc_ci'][1]:.3f}]"
-            f" | {r['random']:.3f} | {r['delta']:+.3f} [{r['delta_ci_low']:+.3f}, "
-            f"{r['delta_ci_high']:+.3f}] | {r['ev']:.3f} | {r['l0']:.1f} |"
+            f"| {r['k']}{mark} | {interval(r['pwmcc'])} | {r['random']:.3f} | "
+            f"{interval(r['trained_minus_random'], '+')} | {r['ev']:.3f} | {r['l0']:.1f} |"
         )
     lines += ["", "![calibration](figures/calibration.png)", "", "## Confirmation", ""]
     for label, c in result["confirm"].items():
         d = c["trained_minus_random"]
         lines.append(
-            f"- {label}: PWMCC {_ci(c['pwmcc'])}, trained − random {_ci(d, 'delta')}, EV "
+            f"- {label}: PWMCC {interval(c['pwmcc'])}, trained − random {interval(d)}, EV "
             f"{c['ev']:.3f}. Source: `{c['source']}`."
         )
     lines += [
         "",
         f"Improvement of the selected k = {sel} over k = {ctl} (PWMCC, same seed pairs): "
-        f"{_ci(imp)} ({imp['method']}); {verdict}. Source: `calibration.json` → "
+        f"{interval(imp)} ({imp['method']}); {verdict}. Source: `calibration.json` → "
         "`improvement_selected_minus_control`.",
         "",
     ]

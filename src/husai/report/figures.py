@@ -75,20 +75,9 @@ def trained_vs_baselines(archs: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both coordinates (higher = better),
-    sorted by the first coordinate."""
-    keep = [
-        i
-        for i, (a, b) in enumerate(points)
-        if not any(c >= a and d >= b and (c, d) != (a, b) for c, d in points)
-    ]
-    return sorted(keep, key=lambda i: points[i][0])
-
-
-def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], path: Path) -> Path:
+def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], front: list[str], path: Path) -> Path:
     """Per seed (small dots) and per configuration (mean, with the PWMCC CI): EV vs PWMCC,
-    with the Pareto front of the configuration means."""
+    with the Pareto front of the configuration means (`front`: its labels, by EV)."""
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     means = []
     for i, (label, arch) in enumerate(archs.items()):
@@ -102,9 +91,9 @@ def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], path: Path) -> Path:
         err = [[t["mean"] - t["ci_low"]], [t["ci_high"] - t["mean"]]]
         ax.errorbar(x, t["mean"], yerr=err, fmt="o", ms=7, color=colour, label=label, capsize=3)
         means.append((x, t["mean"]))
-    front = pareto_front(means)
+    at = {label: xy for label, xy in zip(archs, means, strict=True)}
     if len(front) > 1:
-        ax.plot(*zip(*[means[i] for i in front], strict=True), "k--", lw=1, label="Pareto front")
+        ax.plot(*zip(*[at[s] for s in front], strict=True), "k--", lw=1, label="Pareto front")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
     ax.set_xlabel("explained variance (higher = better reconstruction)")
     ax.set_ylabel("PWMCC (max-|cos|; higher = more consistent)")

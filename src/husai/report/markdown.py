@@ -4,28 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from husai import results as R
+from husai.report.format import interval, level, markdown_table, p_value
 from husai.report.sweep import sweep_section
+from husai.report.tables import results_columns, rows
 
 OPS = {"add": "+", "sub": "−", "mul": "×"}
-
-
-def _ci(b: dict[str, Any]) -> str:
-    return f"{b['mean']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}]"
-
-
-def _p(x: float | None) -> str:
-    return "p n/a" if x is None else (f"p = {x:.2g}" if x >= 1e-4 else "p < 1e-4")
 
 
 def _tests(d: dict[str, Any]) -> list[dict[str, Any]]:
     return [d["mann_whitney"], d["welch_t"]]
 
 
-def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int) -> str:
+def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int, ci: str) -> str:
     c = arch["consistency"]["pwmcc"]
-    d = c["trained_minus_random"]
+    d = R.minus(arch)
     src = f"`metrics.json` → `datasets.{ds}.architectures.{label}.consistency`"
-    tests = "; ".join(f"{t['name']}: {_p(t['p_value'])}" for t in _tests(d))
+    tests = "; ".join(f"{t['name']}: {p_value(t['p_value'])}" for t in _tests(d))
     shared = "; ".join(
         f"|cos| > {k.split('@')[1]}: {v['trained']['mean']:.1%}"
         for k, v in arch["consistency"].items()
@@ -34,11 +29,11 @@ def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int) -> str:
     verdict = "above" if d["ci_low"] > 0 else ("below" if d["ci_high"] < 0 else "not resolved from")
     text = (
         f"- **{label}** on `{ds}`: PWMCC (max-|cos|, higher = more consistent) across {n_seeds} "
-        f"seeds ({len(c['trained']['pairs'])} pairs) is {_ci(c['trained'])} (mean over pairs "
-        f"[95% CI, {c['trained']['method']}]) vs {_ci(c['random'])} for matched random "
+        f"seeds ({len(c['trained']['pairs'])} pairs) is {interval(c['trained'])} (mean over pairs "
+        f"[{ci} CI, {c['trained']['method']}]) vs {interval(c['random'])} for matched random "
         "dictionaries and "
-        f"{_ci(c['init'])} at initialisation: trained − random = {d['delta']:.3f} "
-        f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}], {verdict} chance ({tests}). Share of latents "
+        f"{interval(c['init'])} at initialisation: trained − random = {interval(d)}, "
+        f"{verdict} chance ({tests}). Share of latents "
         f"with a counterpart in another seed at {shared}."
     )
     q = arch["quality"]["mean"]
@@ -60,73 +55,7 @@ def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int) -> str:
 
 
 def _table(archs: dict[str, Any]) -> list[str]:
-    first = next(iter(archs.values()))["quality"]["mean"]
-    extra = []
-    if "downstream_accuracy" in first:
-        extra += [
-            ("test acc (spliced)", "downstream_accuracy", ".4f"),
-            ("loss recovered (vs zero)", "downstream_loss_recovered_vs_zero", ".3f"),
-        ]
-    if "recovery_hungarian_mcc" in first:
-        extra += [
-            ("recovery MCC", "recovery_hungarian_mcc", ".3f"),
-            ("recovered @0.9", "recovery_fraction_recovered", ".3f"),
-        ]
-    structures = list(next(iter(archs.values())).get("structure", {}))
-    thresholds = [
-        k.split("@")[1]
-        for k in next(iter(archs.values()))["consistency"]
-        if k.startswith("shared_fraction@")
-    ]
-    cols = (
-        [
-            "SAE",
-            "d_sae",
-            "PWMCC trained",
-            "PWMCC random",
-            "PWMCC init",
-            "Δ trained−random",
-            "Hungarian MCC trained",
-            "Hungarian random",
-        ]
-        + [f"shared@{t}" for t in thresholds]
-        + ["EV", "MSE", "L0", "dead frac (seed min–max)"]
-        + [e[0] for e in extra]
-        + [f"{t} recovery MCC (@0.9)" for t in structures]
-    )
-    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for label, a in archs.items():
-        c, q = a["consistency"], a["quality"]["mean"]
-        d = c["pwmcc"]["trained_minus_random"]
-        cells = [
-            label,
-            str(a["config"]["d_sae"]),
-            _ci(c["pwmcc"]["trained"]),
-            f"{c['pwmcc']['random']['mean']:.3f}",
-            f"{c['pwmcc']['init']['mean']:.3f}",
-            f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
-            _ci(c["hungarian_mcc"]["trained"]),
-            f"{c['hungarian_mcc']['random']['mean']:.3f}",
-            *[f"{c[f'shared_fraction@{t}']['trained']['mean']:.3f}" for t in thresholds],
-            f"{q['explained_variance']:.3f}",
-            f"{q['mse']:.4g}",
-            f"{q['l0']:.1f}",
-            _dead(a),
-            *[format(q[key], fmt) for _, key, fmt in extra],
-            *[
-                f"{a['structure'][t]['hungarian_mcc']:.3f} "
-                f"({a['structure'][t]['fraction_recovered']:.2f})"
-                for t in structures
-            ],
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
-
-
-def _dead(arch: dict[str, Any]) -> str:
-    """Dead fraction: seed mean (min–max over seeds)."""
-    per = [q["dead_fraction"] for q in arch["quality"]["per_seed"].values()]
-    return f"{sum(per) / len(per):.3f} ({min(per):.2f}–{max(per):.2f})"
+    return markdown_table(*rows(archs, results_columns(next(iter(archs.values())))))
 
 
 def _toy_section(toy: dict[str, Any]) -> list[str]:
@@ -180,6 +109,7 @@ def _structure_lines(st: dict[str, Any] | None) -> list[str]:
 
 def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     archs, seeds = ds["architectures"], metrics["seeds"]
+    ci = level(metrics["metrics_config"]["ci_level"])
     er = ds["effective_rank"]
     where = (
         f"hook `{ds['hook']}`, position `{ds['position']}`, split `{ds['split']}`, "
@@ -218,7 +148,7 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         "",
         *_table(archs),
         "",
-        *[_finding(name, label, a, len(seeds)) for label, a in archs.items()],
+        *[_finding(name, label, a, len(seeds), ci) for label, a in archs.items()],
         "",
     ]
     first = next(iter(archs.values()))
@@ -249,16 +179,16 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         for key in ("pwmcc", "hungarian_mcc"):
             d = a["consistency"][key]["trained_minus_random"]
             tests = [
-                f"{t['name']}: statistic {t['statistic']:.3g}, {_p(t['p_value'])}"
+                f"{t['name']}: statistic {t['statistic']:.3g}, {p_value(t['p_value'])}"
                 if t["statistic"] is not None
                 else f"{t['name']}: undefined"
                 for t in _tests(d)
             ]
             if "permutation" in d:
-                adj = metrics.get("_holm", {}).get(f"{name}/{label}/{key}")
+                adj = metrics["multiple_testing"]["p_adjusted"].get(f"{name}/{label}/{key}")
                 tests.append(
-                    f"permutation: {_p(d['permutation']['p_value'])}"
-                    + (f", Holm-adjusted {_p(adj)}" if adj is not None else "")
+                    f"permutation: {p_value(d['permutation']['p_value'])}"
+                    + (f", Holm-adjusted {p_value(adj)}" if adj is not None else "")
                 )
             lines.append(f"- {label} / {key}: " + "; ".join(tests))
     lines += [
@@ -296,22 +226,6 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     return lines
 
 
-def _holm_family(metrics: dict[str, Any]) -> dict[str, float]:
-    """Holm-adjusted permutation p-values over every data set × configuration × metric."""
-    from husai.metrics.stats import holm
-
-    ps = {
-        f"{name}/{label}/{key}": a["consistency"][key]["trained_minus_random"]["permutation"][
-            "p_value"
-        ]
-        for name, ds in metrics["datasets"].items()
-        for label, a in ds["architectures"].items()
-        for key in ("pwmcc", "hungarian_mcc")
-        if "permutation" in a["consistency"][key]["trained_minus_random"]
-    }
-    return holm(ps)["p_adjusted"] if ps else {}
-
-
 def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:
     lines = [
         "# husai run report",
@@ -319,7 +233,8 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         "Question: if the same sparse autoencoder is trained again with another seed, do the "
         "same features (decoder directions) come back — more than chance would give?",
         "",
-        "All consistency numbers compare decoder rows over seed pairs: mean over pairs [95% CI]. "
+        "All consistency numbers compare decoder rows over seed pairs: mean over pairs "
+        f"[{level(metrics['metrics_config']['ci_level'])} CI]. "
         "The CIs of trained SAEs and of trained − baseline resample seeds, not pairs (seed "
         "bootstrap, BCa: pairs share seeds, so a bootstrap over pairs would be too narrow); the "
         "baselines' CIs are percentile bootstraps over pairs. *random* = matched random unit "
@@ -343,7 +258,6 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         lines += _toy_section(metrics["toy_model"])
     if "sweep" in metrics:
         lines += sweep_section(metrics)
-    metrics = {**metrics, "_holm": _holm_family(metrics)}
     for name, ds in metrics["datasets"].items():
         lines += _dataset_section(name, ds, metrics)
     if manifest:

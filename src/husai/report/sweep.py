@@ -12,7 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from husai import results as R  # noqa: E402
 from husai.report.figures import GROUP_COLOURS, _save  # noqa: E402
+from husai.report.format import interval, level, markdown_table  # noqa: E402
+from husai.report.tables import COLUMNS, columns, rows  # noqa: E402
+from husai.results import sweep_groups, swept_axes  # noqa: E402
 
 RANK_LINES = (  # effective-rank key, label, line style
     ("participation_ratio", "participation ratio", "-"),
@@ -22,38 +26,10 @@ RANK_LINES = (  # effective-rank key, label, line style
 )
 
 
-def swept_axes(sweep: dict[str, Any]) -> list[str]:
-    """Grid fields drawn as an x axis: numeric, with at least two values."""
-    numeric = (int, float)
-    return [
-        f
-        for f in sweep["fields"]
-        if len(set(map(str, sweep["grid"][f]))) > 1
-        and all(isinstance(v, numeric) and not isinstance(v, bool) for v in sweep["grid"][f])
-    ]
-
-
-def _groups(sweep: dict[str, Any], x: str) -> dict[str, list[tuple[float, str]]]:
-    """Lines of a figure against `x`: one per combination of the other grid fields."""
-    groups: dict[str, list[tuple[float, str]]] = {}
-    for p in sweep["points"]:
-        name = ", ".join(f"{f}={p['values'][f]}" for f in sweep["fields"] if f != x)
-        groups.setdefault(name, []).append((float(p["values"][x]), p["label"]))
-    return {g: sorted(pts) for g, pts in groups.items()}
-
-
-def _ci(b: dict[str, Any]) -> tuple[float, float, float]:
-    return b["mean"], b["mean"] - b["ci_low"], b["ci_high"] - b["mean"]
-
-
-def _ev(arch: dict[str, Any]) -> dict[str, Any]:
-    q = arch["quality"]
-    ev = q["mean"]["explained_variance"]
-    return q.get("ci", {}).get("explained_variance", {"mean": ev, "ci_low": ev, "ci_high": ev})
-
-
 def _errorbar(ax: plt.Axes, xs: list[float], blocks: list[dict[str, Any]], **kw: Any) -> None:
-    m, lo, hi = np.array([_ci(b) for b in blocks]).T
+    m, lo, hi = np.array(
+        [(b["mean"], b["mean"] - b["ci_low"], b["ci_high"] - b["mean"]) for b in blocks]
+    ).T
     ax.errorbar(xs, m, yerr=[lo, hi], capsize=3, **kw)
 
 
@@ -80,7 +56,7 @@ def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, p
     archs = ds["architectures"]
     fig, (ax_c, ax_q) = plt.subplots(1, 2, figsize=(11, 4.2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (group, pts) in enumerate(_groups(sweep, x).items()):
+    for i, (group, pts) in enumerate(sweep_groups(sweep, x).items()):
         xs, labels = [p[0] for p in pts], [p[1] for p in pts]
         colour = colours[i % len(colours)] if group else GROUP_COLOURS["trained"]
         tag = f"{group}: " if group else ""
@@ -94,7 +70,7 @@ def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, p
         if "recovery_hungarian_mcc" in archs[labels[0]]["quality"]["mean"]:
             rec = [archs[lab]["quality"]["mean"]["recovery_hungarian_mcc"] for lab in labels]
             ax_c.plot(xs, rec, "s:", color=colour, label=f"{tag}recovery MCC (truth)")
-        evs = [_ev(archs[lab]) for lab in labels]
+        evs = [R.ev(archs[lab]) for lab in labels]
         _errorbar(ax_q, xs, evs, marker="o", color=colour, label=group)
     values = sorted({float(v) for v in sweep["grid"][x]})
     for ax in (ax_c, ax_q):
@@ -110,7 +86,7 @@ def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, p
     ax_c.legend(fontsize=7)
     ax_q.set_ylabel("explained variance\nhigher = better reconstruction")
     ax_q.set_title(f"{name}: explained variance (seed mean, 95% CI over seeds)", fontsize=9)
-    if len(_groups(sweep, x)) > 1:
+    if len(sweep_groups(sweep, x)) > 1:
         ax_q.legend(fontsize=7)
     if x == "d_sae" and ds["effective_rank"]["participation_ratio"] > 0:
         pr = ds["effective_rank"]["participation_ratio"]
@@ -134,33 +110,26 @@ def sweep_figures(metrics: dict[str, Any], fig_dir: Path) -> list[Path]:
     ]
 
 
-def _b(b: dict[str, Any], sign: str = "") -> str:
-    return f"{b['mean']:{sign}.3f} [{b['ci_low']:{sign}.3f}, {b['ci_high']:{sign}.3f}]"
-
-
 def _table(ds: dict[str, Any], sweep: dict[str, Any]) -> list[str]:
     fields = [f for f in sweep["fields"] if f != "d_sae"]
     pr = ds["effective_rank"]["participation_ratio"]
-    cols = ["SAE", *fields, "d_sae", "d_sae / PR", "PWMCC trained", "PWMCC random"]
-    cols += ["Δ trained−random", "EV", "L0", "dead frac"]
-    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for p in sweep["points"]:
-        label, point = p["label"], p["values"]
-        a = ds["architectures"][label]
-        pw, q, d_sae = a["consistency"]["pwmcc"], a["quality"]["mean"], a["config"]["d_sae"]
-        cells = [label, *(str(point[f]) for f in fields), str(d_sae)]
-        cells += [f"{d_sae / pr:.0f}" if pr > 0 else "—", _b(pw["trained"]), _b(pw["random"])]
-        cells += [
-            _b(pw["trained_minus_random"] | {"mean": pw["trained_minus_random"]["delta"]}, "+")
-        ]
-        cells += [_b(_ev(a)), f"{q['l0']:.1f}", f"{q['dead_fraction']:.3f}"]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
+    values = {p["label"]: p["values"] for p in sweep["points"]}
+    archs = {p["label"]: ds["architectures"][p["label"]] for p in sweep["points"]}
+    ratio = ("d_sae / PR", lambda _, a: f"{a['config']['d_sae'] / pr:.0f}" if pr > 0 else "—")
+    cols = [
+        COLUMNS["sae"],
+        *[(f, lambda label, _, f=f: str(values[label][f])) for f in fields],
+        COLUMNS["d_sae"],
+        ratio,
+        *columns("pwmcc", "pwmcc_random_ci", "delta", "ev_ci", "l0", "dead"),
+    ]
+    return markdown_table(*rows(archs, cols))
 
 
 def sweep_section(metrics: dict[str, Any]) -> list[str]:
     """report.md: the grid, then per data set its effective rank, a table and the curves."""
     sweep = metrics["sweep"]
+    ci = level(metrics["metrics_config"]["ci_level"])
     grid = "; ".join(f"{f} ∈ {sweep['grid'][f]}" for f in sweep["fields"])
     fixed = ", ".join(f"{k} = {v}" for k, v in sweep["base"].items()) or "defaults"
     lines = [
@@ -169,8 +138,8 @@ def sweep_section(metrics: dict[str, Any]) -> list[str]:
         f"Grid: {grid}; fixed: {fixed} (`metrics.json` → `sweep`). {len(sweep['points'])} SAE "
         f"configurations × {len(metrics['seeds'])} seeds per data set, each configuration one "
         "job of the experiment engine (`saes/<set>/<label>/job.json`). PWMCC: max-|cos|, "
-        "symmetrised, higher = more consistent, mean over seed pairs [95% CI, as above]; EV: "
-        "explained variance, seed mean [95% bootstrap CI over seeds]; PR: the data set's "
+        f"symmetrised, higher = more consistent, mean over seed pairs [{ci} CI, as above]; EV: "
+        f"explained variance, seed mean [{ci} bootstrap CI over seeds]; PR: the data set's "
         "participation ratio.",
         "",
     ]
@@ -189,7 +158,7 @@ def sweep_section(metrics: dict[str, Any]) -> list[str]:
             "",
             *_table(ds, sweep),
             "",
-            *lambda_selection(name, ds, metrics),
+            *lambda_selection(name, metrics),
             *[
                 f"![{name}: PWMCC and EV vs {x}](figures/sweep_{x}_{name}.png)"
                 for x in swept_axes(sweep)
@@ -199,62 +168,38 @@ def sweep_section(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-EV_DROP = 0.05  # the λ selection rule's largest allowed explained-variance drop vs λ = 0
+_VERDICTS = {
+    "control": "λ = 0 itself: no regularisation passes the rule",
+    "above": "resolved (CI above 0)",
+    "below": "resolved, negative (CI below 0)",
+    "unresolved": "NOT resolved (CI contains 0)",
+}
 
 
-def lambda_selection(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
-    """For a sweep over consistency_lambda: per combination of the other fields, select the λ
-    maximising the lower CI bound of trained − random PWMCC subject to EV(λ=0) − EV(λ) ≤
-    EV_DROP, and give its PWMCC gain over λ = 0 on the same seed pairs (paired seed
-    bootstrap, BCa, of the two pairwise matrices' difference)."""
-    import numpy as np
-
-    from husai.metrics.stats import seed_bootstrap_ci
-
-    sweep = metrics["sweep"]
-    if "consistency_lambda" not in sweep["fields"]:
+def lambda_selection(name: str, metrics: dict[str, Any]) -> list[str]:
+    """The λ selection of a sweep over consistency_lambda (`metrics.json` →
+    `lambda_selection`, computed by husai.experiments.aggregate)."""
+    sel = metrics.get("lambda_selection")
+    if sel is None:
         return []
-    archs, m = ds["architectures"], metrics.get("metrics_config", {})
+    ci = level(sel["level"])
     lines = [
-        f"Selection rule: the λ with the highest lower 95% CI bound of trained − random PWMCC "
-        f"among those losing at most {EV_DROP} explained variance against λ = 0; its gain over "
-        "λ = 0 is the mean over the same seed pairs of PWMCC(λ) − PWMCC(0) [95% paired seed-"
-        "bootstrap BCa CI, computed from the two `matrix` entries in metrics.json].",
+        f"Selection rule: the λ with the highest lower {ci} CI bound of trained − random PWMCC "
+        f"among those losing at most {sel['ev_drop_max']} explained variance against λ = 0; its "
+        "gain over λ = 0 is the mean over the same seed pairs of PWMCC(λ) − PWMCC(0) "
+        f"[{ci} paired seed-bootstrap BCa CI, computed from the two `matrix` entries in "
+        "metrics.json].",
         "",
     ]
-    for group, pts in _groups(sweep, "consistency_lambda").items():
-        zero = [label for lam, label in pts if lam == 0]
-        if not zero:
-            lines.append(f"- {group or 'all'}: no λ = 0 control in the grid; nothing selected.")
+    for r in sel["datasets"][name]:
+        group = r["group"] or "all"
+        if r["control"] is None:
+            lines.append(f"- {group}: no λ = 0 control in the grid; nothing selected.")
             continue
-        ctl = archs[zero[0]]
-        ev0 = ctl["quality"]["mean"]["explained_variance"]
-        ok = [
-            (archs[label]["consistency"]["pwmcc"]["trained_minus_random"]["ci_low"], lam, label)
-            for lam, label in pts
-            if ev0 - archs[label]["quality"]["mean"]["explained_variance"] <= EV_DROP
-        ]
-        lb, lam, label = max(ok)
-        gain = seed_bootstrap_ci(
-            np.array(archs[label]["consistency"]["pwmcc"]["matrix"])
-            - np.array(ctl["consistency"]["pwmcc"]["matrix"]),
-            n_resamples=m.get("n_bootstrap", 10_000),
-            seed=m.get("baseline_seed", 0),
-            method="bca",
-        )
-        verdict = (
-            "λ = 0 itself: no regularisation passes the rule"
-            if lam == 0
-            else "resolved (CI above 0)"
-            if gain["ci_low"] > 0
-            else "resolved, negative (CI below 0)"
-            if gain["ci_high"] < 0
-            else "NOT resolved (CI contains 0)"
-        )
-        drop = ev0 - archs[label]["quality"]["mean"]["explained_variance"]
+        g = r["gain_over_control"]
         lines.append(
-            f"- {group or 'all'}: selected λ = {lam:g} (`{label}`; lower bound {lb:+.3f}, EV drop "
-            f"{drop:+.4f}); PWMCC gain over λ = 0: {gain['mean']:+.3f} [{gain['ci_low']:+.3f}, "
-            f"{gain['ci_high']:+.3f}]: {verdict}."
+            f"- {group}: selected λ = {r['lambda']:g} (`{r['selected']}`; lower bound "
+            f"{r['lower_bound']:+.3f}, EV drop {r['ev_drop']:+.4f}); PWMCC gain over λ = 0: "
+            f"{interval(g, '+')}: {_VERDICTS[r['verdict']]}."
         )
     return [*lines, ""]
