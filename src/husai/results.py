@@ -28,8 +28,18 @@ def metric(arch: dict[str, Any], key: str) -> dict[str, Any]:
     return arch["consistency"][key]
 
 
+def group(arch: dict[str, Any], key: str = "pwmcc", name: str = "trained") -> Interval:
+    """One group's interval of a metric: `trained`, `random` or `init`."""
+    return metric(arch, key)[name]
+
+
 def trained(arch: dict[str, Any], key: str = "pwmcc") -> Interval:
-    return metric(arch, key)["trained"]
+    return group(arch, key, "trained")
+
+
+def matrix(arch: dict[str, Any], key: str = "pwmcc") -> list[list[float]]:
+    """The trained seeds' pairwise matrix of a metric (seed order of the run; diagonal 1)."""
+    return metric(arch, key)["matrix"]
 
 
 def minus(arch: dict[str, Any], key: str = "pwmcc", baseline: str = "random") -> Interval:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from husai import results as R
 from husai.config import MetricsConfig
 from husai.metrics import holm, seed_bootstrap_ci
 from husai.results import sweep_groups
@@ -64,7 +65,7 @@ def multiple_testing(datasets: dict[str, Any]) -> dict[str, Any]:
         for name, ds in datasets.items()
         for label, a in ds["architectures"].items()
         for key in HOLM_METRICS
-        if "permutation" in (d := a["consistency"][key]["trained_minus_random"])
+        if "permutation" in (d := R.minus(a, key))
     }
     return {
         "method": "holm",
@@ -75,7 +76,7 @@ def multiple_testing(datasets: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ev(arch: dict[str, Any]) -> float:
-    return arch["quality"]["mean"]["explained_variance"]
+    return R.quality(arch)["explained_variance"]
 
 
 def lambda_selection(
@@ -108,7 +109,7 @@ def _select_lambda(
     ctl = archs[zero[0]]
 
     def lower(p: tuple[float, str]) -> float:
-        return archs[p[1]]["consistency"]["pwmcc"]["trained_minus_random"]["ci_low"]
+        return R.minus(archs[p[1]])["ci_low"]
 
     def feasible(p: tuple[float, str]) -> bool:
         return _ev(ctl) - _ev(archs[p[1]]) <= EV_DROP
@@ -116,8 +117,7 @@ def _select_lambda(
     best = best_lower_bound(pts, lower, feasible, tie=lambda p: p)
     assert best is not None  # λ = 0 is always feasible
     lam, label = best
-    pw = archs[label]["consistency"]["pwmcc"]
-    gain = paired_gain(pw["matrix"], ctl["consistency"]["pwmcc"]["matrix"], m)
+    gain = paired_gain(R.matrix(archs[label]), R.matrix(ctl), m)
     return {
         "group": group,
         "control": zero[0],
@@ -145,14 +145,9 @@ def pareto(datasets: dict[str, Any], order: list[str]) -> dict[str, list[str]]:
     """Per data set: the SAE labels on the Pareto front of (mean EV, mean PWMCC), by EV."""
     out = {}
     for name, ds in datasets.items():
-        labels = [s for s in order if s in ds["architectures"]]
-        pts = [
-            (
-                _ev(ds["architectures"][s]),
-                ds["architectures"][s]["consistency"]["pwmcc"]["trained"]["mean"],
-            )
-            for s in labels
-        ]
+        archs = ds["architectures"]
+        labels = [s for s in order if s in archs]
+        pts = [(_ev(archs[s]), R.trained(archs[s])["mean"]) for s in labels]
         out[name] = [labels[i] for i in pareto_front(pts)]
     return out
 

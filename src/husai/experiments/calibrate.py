@@ -30,7 +30,7 @@ from husai.config import (
 from husai.errors import HusaiError
 from husai.experiments.aggregate import best_lower_bound, paired_gain, verdict
 from husai.io import provenance, write_json
-from husai.results import minus
+from husai.results import matrix, metric, minus, quality, trained
 
 
 class CalibrateConfig(Strict):
@@ -97,15 +97,15 @@ def _rows(metrics: dict[str, Any], data: str, ks: list[int]) -> list[dict[str, A
     out = []
     for k in ks:
         arch = metrics["datasets"][data]["architectures"][f"k{k}"]
-        pw = arch["consistency"]["pwmcc"]
+        pw = metric(arch, "pwmcc")
         out.append(
             {
                 "k": k,
                 "pwmcc": pw["trained"],
                 "random": pw["random"]["mean"],
                 "trained_minus_random": minus(arch),
-                "ev": arch["quality"]["mean"]["explained_variance"],
-                "l0": arch["quality"]["mean"]["l0"],
+                "ev": quality(arch)["explained_variance"],
+                "l0": quality(arch)["l0"],
                 "source": f"search/metrics.json → datasets.{data}.architectures.k{k}",
             }
         )
@@ -126,8 +126,8 @@ def calibrate(cfg: CalibrateConfig, out: Path, **run_kwargs: Any) -> dict[str, A
     confirm = run(confirm_cfg, out / "confirm", **run_kwargs)
     archs = confirm["datasets"][cfg.data.name]["architectures"]
     improvement = paired_gain(
-        archs[f"k{chosen['k']}"]["consistency"]["pwmcc"]["matrix"],
-        archs[f"k{cfg.control_k}"]["consistency"]["pwmcc"]["matrix"],
+        matrix(archs[f"k{chosen['k']}"]),
+        matrix(archs[f"k{cfg.control_k}"]),
         cfg.metrics,
     )
     result = {
@@ -138,9 +138,9 @@ def calibrate(cfg: CalibrateConfig, out: Path, **run_kwargs: Any) -> dict[str, A
         "control_k": cfg.control_k,
         "confirm": {
             f"k{k}": {
-                "pwmcc": archs[f"k{k}"]["consistency"]["pwmcc"]["trained"],
+                "pwmcc": trained(archs[f"k{k}"]),
                 "trained_minus_random": minus(archs[f"k{k}"]),
-                "ev": archs[f"k{k}"]["quality"]["mean"]["explained_variance"],
+                "ev": quality(archs[f"k{k}"])["explained_variance"],
                 "source": f"confirm/metrics.json → datasets.{cfg.data.name}.architectures.k{k}",
             }
             for k in pair

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from husai import results as R  # noqa: E402
 from husai.io import write_bytes  # noqa: E402
 
 GROUP_COLOURS = {"trained": "#1f77b4", "random": "#7f7f7f", "init": "#ff7f0e"}
@@ -40,7 +41,7 @@ def annotated_matrix(ax: plt.Axes, m: np.ndarray, labels: list[str], fmt: str) -
 
 def heatmap(label: str, arch: dict[str, Any], seeds: list[int], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.6, 3.9))
-    m = np.array(arch["consistency"]["pwmcc"]["matrix"])
+    m = np.array(R.matrix(arch))
     im = annotated_matrix(ax, m, [str(s) for s in seeds], ".3f")
     ax.set_xlabel("seed")
     ax.set_ylabel("seed")
@@ -58,7 +59,7 @@ def trained_vs_baselines(archs: dict[str, Any], path: Path) -> Path:
     width = 0.26
     for ax, (key, title) in zip(axes, metrics, strict=True):
         for g, group in enumerate(("trained", "init", "random")):
-            vals = [archs[a]["consistency"][key][group] for a in labels]
+            vals = [R.group(archs[a], key, group) for a in labels]
             means = np.array([v["mean"] for v in vals])
             err = np.array(
                 [[v["mean"] - v["ci_low"] for v in vals], [v["ci_high"] - v["mean"] for v in vals]]
@@ -82,12 +83,12 @@ def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], front: list[str], path:
     means = []
     for i, (label, arch) in enumerate(archs.items()):
         colour = f"C{i % 10}"
-        m = np.array(arch["consistency"]["pwmcc"]["matrix"])
+        m = np.array(R.matrix(arch))
         per_seed = (m.sum(1) - 1) / (len(seeds) - 1)
-        ev = [arch["quality"]["per_seed"][str(s)]["explained_variance"] for s in seeds]
+        ev = [q["explained_variance"] for q in arch["quality"]["per_seed"].values()]
         ax.scatter(ev, per_seed, s=12, alpha=0.45, color=colour)
-        t = arch["consistency"]["pwmcc"]["trained"]
-        x = arch["quality"]["mean"]["explained_variance"]
+        t = R.trained(arch)
+        x = R.quality(arch)["explained_variance"]
         err = [[t["mean"] - t["ci_low"]], [t["ci_high"] - t["mean"]]]
         ax.errorbar(x, t["mean"], yerr=err, fmt="o", ms=7, color=colour, label=label, capsize=3)
         means.append((x, t["mean"]))
@@ -114,7 +115,7 @@ def trajectory(archs: dict[str, Any], path: Path) -> Path:
         ax.plot(ep, [p["pwmcc"] for p in t], "o-", ms=3, color=f"C{i % 10}", label=label)
         lo, hi = [p["min"] for p in t], [p["max"] for p in t]
         ax.fill_between(ep, lo, hi, color=f"C{i % 10}", alpha=0.15)
-        rnd = arch["consistency"]["pwmcc"]["random"]["mean"]
+        rnd = R.group(arch, "pwmcc", "random")["mean"]
         ax.axhline(rnd, color=f"C{i % 10}", ls=":", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-seed PWMCC\n(max-|cos|; higher = more consistent)")
@@ -174,7 +175,7 @@ def d_sae_trend(name: str, ds: dict[str, Any], path: Path) -> Path:
     order = np.argsort(xs)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for group in ("trained", "random"):
-        b = [archs[k]["consistency"]["pwmcc"][group] for k in archs]
+        b = [R.group(a, "pwmcc", group) for a in archs.values()]
         m = np.array([v["mean"] for v in b])[order]
         lo = np.array([v["ci_low"] for v in b])[order]
         hi = np.array([v["ci_high"] for v in b])[order]
@@ -187,9 +188,9 @@ def d_sae_trend(name: str, ds: dict[str, Any], path: Path) -> Path:
             label=f"PWMCC {group}",
             color=GROUP_COLOURS[group],
         )
-    first = next(iter(archs.values()))["quality"]["mean"]
+    first = R.quality(next(iter(archs.values())))
     if "recovery_hungarian_mcc" in first:
-        rec = np.array([archs[k]["quality"]["mean"]["recovery_hungarian_mcc"] for k in archs])
+        rec = np.array([R.quality(a)["recovery_hungarian_mcc"] for a in archs.values()])
         ax.plot(xs[order], rec[order], "s--", color="#2ca02c", label="recovery MCC (truth)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("d_sae / n_true_features" if n_true else "d_sae")

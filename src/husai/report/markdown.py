@@ -17,7 +17,7 @@ def _tests(d: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int, ci: str) -> str:
-    c = arch["consistency"]["pwmcc"]
+    c = R.metric(arch, "pwmcc")
     d = R.minus(arch)
     src = f"`metrics.json` → `datasets.{ds}.architectures.{label}.consistency`"
     tests = "; ".join(f"{t['name']}: {p_value(t['p_value'])}" for t in _tests(d))
@@ -36,7 +36,7 @@ def _finding(ds: str, label: str, arch: dict[str, Any], n_seeds: int, ci: str) -
         f"{verdict} chance ({tests}). Share of latents "
         f"with a counterpart in another seed at {shared}."
     )
-    q = arch["quality"]["mean"]
+    q = R.quality(arch)
     if "recovery_hungarian_mcc" in q:
         text += (
             f" Ground-truth recovery (seed mean): Hungarian MCC {q['recovery_hungarian_mcc']:.3f},"
@@ -177,7 +177,7 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     ]
     for label, a in archs.items():
         for key in ("pwmcc", "hungarian_mcc"):
-            d = a["consistency"][key]["trained_minus_random"]
+            d = R.minus(a, key)
             tests = [
                 f"{t['name']}: statistic {t['statistic']:.3g}, {p_value(t['p_value'])}"
                 if t["statistic"] is not None

@@ -60,15 +60,15 @@ def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, p
         xs, labels = [p[0] for p in pts], [p[1] for p in pts]
         colour = colours[i % len(colours)] if group else GROUP_COLOURS["trained"]
         tag = f"{group}: " if group else ""
-        pw = [archs[lab]["consistency"]["pwmcc"] for lab in labels]
+        pw = [R.metric(archs[lab], "pwmcc") for lab in labels]
         _errorbar(
             ax_c, xs, [b["trained"] for b in pw], marker="o", color=colour, label=f"{tag}trained"
         )
         rnd_colour = colour if group else GROUP_COLOURS["random"]
         rnd = [b["random"] for b in pw]
         _errorbar(ax_c, xs, rnd, marker="x", ls="--", color=rnd_colour, label=f"{tag}random")
-        if "recovery_hungarian_mcc" in archs[labels[0]]["quality"]["mean"]:
-            rec = [archs[lab]["quality"]["mean"]["recovery_hungarian_mcc"] for lab in labels]
+        if "recovery_hungarian_mcc" in R.quality(archs[labels[0]]):
+            rec = [R.quality(archs[lab])["recovery_hungarian_mcc"] for lab in labels]
             ax_c.plot(xs, rec, "s:", color=colour, label=f"{tag}recovery MCC (truth)")
         evs = [R.ev(archs[lab]) for lab in labels]
         _errorbar(ax_q, xs, evs, marker="o", color=colour, label=group)
