@@ -88,6 +88,9 @@ def test_lambda_sweep_report_selects_by_the_rule(tiny_dict: dict, tmp_path: Path
         <= 0.05
     }
     best = max(ok, key=ok.get)
+    sel = json.loads((tmp_path / "run" / "metrics.json").read_text())["lambda_selection"]
+    (row,) = sel["datasets"]["toy"]
+    assert row["selected"] == best and row["lower_bound"] == ok[best]
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"(`{best}`; lower bound {ok[best]:+.3f}" in report
     if best != next(iter(archs)):
@@ -96,6 +99,7 @@ def test_lambda_sweep_report_selects_by_the_rule(tiny_dict: dict, tmp_path: Path
         )
         g = seed_bootstrap_ci(diff, n_resamples=200, method="bca")
         assert f"{g['mean']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]" in report
+        assert row["gain_over_control"] == g
 
 
 def test_init_baseline_of_a_data_initialised_sae_is_its_data_init() -> None:
