@@ -20,7 +20,7 @@ def _num(key: str, fmt: str) -> Cell:
 def _dead_range(_: str, a: dict[str, Any]) -> str:
     """Dead fraction: seed mean (min–max over seeds)."""
     per = R.per_seed(a, "dead_fraction")
-    return f"{sum(per) / len(per):.3f} ({min(per):.2f}–{max(per):.2f})"
+    return f"{R.quality(a)['dead_fraction']:.3f} ({min(per):.2f}–{max(per):.2f})"
 
 
 COLUMNS: dict[str, Column] = {
