@@ -107,9 +107,8 @@ def _structure_lines(st: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
-def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
-    archs, seeds = ds["architectures"], metrics["seeds"]
-    ci = level(metrics["metrics_config"]["ci_level"])
+def _data_line(name: str, ds: dict[str, Any], seeds: list[int]) -> str:
+    """What the data set is: where it comes from, its shape and effective rank."""
     er = ds["effective_rank"]
     where = (
         f"hook `{ds['hook']}`, position `{ds['position']}`, split `{ds['split']}`, "
@@ -132,43 +131,44 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         rank_of = " of the input"
         pr = ds["target_effective_rank"]["participation_ratio"]
         target_rank = f"; of the target: participation ratio {pr:.1f}"
-    lines = [
-        f"## Data set `{name}` ({ds['source']})",
-        "",
+    components = ", ".join(
+        f"{k.split('_')[-1]} of variance in {int(v)} components"
+        for k, v in er.items()
+        if k.startswith("n_components")
+    )
+    return (
         f"`{ds['artifact']}`: {where}{ds['n']} rows × {dims}. Effective rank{rank_of}: "
-        f"participation ratio {er['participation_ratio']:.1f}; "
-        + ", ".join(
-            f"{k.split('_')[-1]} of variance in {int(v)} components"
-            for k, v in er.items()
-            if k.startswith("n_components")
-        )
-        + f"{target_rank}.{truth} Seeds {seeds}, each configuration's seeds trained together "
-        f"as one batched ensemble; weights in `saes/{name}/<sae>/seed_<n>/` (SAELens layout). "
-        f"Source: `metrics.json` → `datasets.{name}`.",
-        "",
-        *_table(archs),
-        "",
-        *[_finding(name, label, a, len(seeds), ci) for label, a in archs.items()],
+        f"participation ratio {er['participation_ratio']:.1f}; {components}{target_rank}.{truth} "
+        f"Seeds {seeds}, each configuration's seeds trained together as one batched ensemble; "
+        f"weights in `saes/{name}/<sae>/seed_<n>/` (SAELens layout). "
+        f"Source: `metrics.json` → `datasets.{name}`."
+    )
+
+
+def _downstream_lines(name: str, ds: dict[str, Any]) -> list[str]:
+    first = next(iter(ds["architectures"].values()))
+    if "downstream_baselines" not in first:
+        return []
+    at = (
+        f"; ablations at the target hook `{ds['target_hook']}`, which each transcoder's "
+        "prediction replaces"
+        if "target_hook" in ds
+        else ""
+    )
+    return [
+        f"Downstream baselines (toy model on its test split{at}, `metrics.json` → "
+        f"`datasets.{name}.architectures.<sae>.downstream_baselines`): "
+        + "; ".join(
+            f"{k}: loss {r['loss']:.4f}, accuracy {r['accuracy']:.4f}"
+            for k, r in first["downstream_baselines"].items()
+        ),
         "",
     ]
-    first = next(iter(archs.values()))
-    if "downstream_baselines" in first:
-        at = (
-            f"; ablations at the target hook `{ds['target_hook']}`, which each transcoder's "
-            "prediction replaces"
-            if "target_hook" in ds
-            else ""
-        )
-        lines += [
-            f"Downstream baselines (toy model on its test split{at}, `metrics.json` → "
-            f"`datasets.{name}.architectures.<sae>.downstream_baselines`): "
-            + "; ".join(
-                f"{k}: loss {r['loss']:.4f}, accuracy {r['accuracy']:.4f}"
-                for k, r in first["downstream_baselines"].items()
-            ),
-            "",
-        ]
-    lines += [
+
+
+def _test_lines(name: str, archs: dict[str, Any], holm: dict[str, float]) -> list[str]:
+    """The one-sided tests of trained > random, with the run's Holm-adjusted p-values."""
+    lines = [
         "Tests of trained > random (one-sided; the seed-bootstrap CI of the difference is the "
         "primary evidence; pair scores share seeds, so these p-values treat pairs as "
         "exchangeable). Holm-adjusted p: the permutation tests over every configuration × "
@@ -185,14 +185,49 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
                 for t in _tests(d)
             ]
             if "permutation" in d:
-                adj = metrics["multiple_testing"]["p_adjusted"].get(f"{name}/{label}/{key}")
+                adj = holm.get(f"{name}/{label}/{key}")
                 tests.append(
                     f"permutation: {p_value(d['permutation']['p_value'])}"
                     + (f", Holm-adjusted {p_value(adj)}" if adj is not None else "")
                 )
             lines.append(f"- {label} / {key}: " + "; ".join(tests))
-    lines += [
+    return [*lines, ""]
+
+
+def _trajectory_lines(name: str, archs: dict[str, Any]) -> list[str]:
+    traj = {k: a["trajectory"] for k, a in archs.items() if "trajectory" in a}
+    if not traj:
+        return []
+    return [
+        "Consistency trajectory (cross-seed PWMCC of the decoders during training; "
+        f"`metrics.json` → `datasets.{name}.architectures.<sae>.trajectory`): "
+        + "; ".join(
+            f"{k}: {t[0]['pwmcc']:.3f} at epoch {t[0]['epoch']} → "
+            f"{max(p['pwmcc'] for p in t):.3f} at best → {t[-1]['pwmcc']:.3f} at epoch "
+            f"{t[-1]['epoch']}"
+            for k, t in traj.items()
+        )
+        + ".",
         "",
+        f"![consistency trajectory](figures/trajectory_{name}.png)",
+        "",
+    ]
+
+
+def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    archs, seeds = ds["architectures"], metrics["seeds"]
+    ci = level(metrics["metrics_config"]["ci_level"])
+    lines = [
+        f"## Data set `{name}` ({ds['source']})",
+        "",
+        _data_line(name, ds, seeds),
+        "",
+        *_table(archs),
+        "",
+        *[_finding(name, label, a, len(seeds), ci) for label, a in archs.items()],
+        "",
+        *_downstream_lines(name, ds),
+        *_test_lines(name, archs, metrics["multiple_testing"]["p_adjusted"]),
         *[
             f"![{name}/{label} pairwise PWMCC](figures/pwmcc_heatmap_{name}_{label}.png)"
             for label in archs
@@ -205,25 +240,7 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     ]
     if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:
         lines += [f"![PWMCC vs d_sae](figures/d_sae_trend_{name}.png)", ""]
-    traj = {k: a["trajectory"] for k, a in archs.items() if "trajectory" in a}
-    if traj:
-        lines += [
-            "Consistency trajectory (cross-seed PWMCC of the decoders during training; "
-            "`metrics.json` → `datasets.{name}.architectures.<sae>.trajectory`): ".replace(
-                "{name}", name
-            )
-            + "; ".join(
-                f"{k}: {t[0]['pwmcc']:.3f} at epoch {t[0]['epoch']} → "
-                f"{max(p['pwmcc'] for p in t):.3f} at best → {t[-1]['pwmcc']:.3f} at epoch "
-                f"{t[-1]['epoch']}"
-                for k, t in traj.items()
-            )
-            + ".",
-            "",
-            f"![consistency trajectory](figures/trajectory_{name}.png)",
-            "",
-        ]
-    return lines
+    return lines + _trajectory_lines(name, archs)
 
 
 def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:
