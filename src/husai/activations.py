@@ -117,3 +117,29 @@ def extract_toy_pair(
     `target_hook`, e.g. blocks.0.resid_mid → blocks.0.mlp_out), same rows."""
     acts = extract_toy_hooks(model, toy, cfg, [cfg.hook, target_hook])
     return acts[cfg.hook], acts[target_hook]
+
+
+def extract_to_file(
+    model_dir: Path, out: Path, hook: str, position: str = "answer", split: str = "all"
+) -> Tensor:
+    """`husai extract`: a toy-model checkpoint's activations at `hook` → an activation file
+    (metadata: source, hook, position, split, the model's sha256); returns them."""
+    from husai.config import hook_names, parse_config
+    from husai.io import sha256_file
+    from husai.toy import load_checkpoint
+
+    model, toy_cfg, _ = load_checkpoint(model_dir)
+    valid = hook_names(toy_cfg.model.n_layers)
+    if hook not in valid:
+        raise HusaiError(f"unknown hook {hook!r} (valid: {', '.join(valid)})")
+    act_cfg = parse_config({"hook": hook, "position": position, "split": split}, ActivationConfig)
+    acts = extract_toy(model, toy_cfg, act_cfg)
+    meta = {
+        "source": "husai-toy",
+        "hook": hook,
+        "position": position,
+        "split": split,
+        "model_hash": sha256_file(Path(model_dir) / "model.safetensors"),
+    }
+    save_activations(out, acts, meta)
+    return acts

@@ -304,32 +304,9 @@ def extract(
     split: Annotated[str, typer.Option(help="all | train | test")] = "all",
 ) -> None:
     """Extract a hook's activations from a toy-model checkpoint into a safetensors file."""
-    from husai.activations import extract_toy, save_activations
-    from husai.config import ActivationConfig, hook_names
-    from husai.io import sha256_file
-    from husai.toy import load_checkpoint
+    from husai.activations import extract_to_file
 
-    model, toy_cfg, _ = load_checkpoint(model_dir)
-    if hook not in hook_names(toy_cfg.model.n_layers):
-        raise HusaiError(
-            f"unknown hook {hook!r} (valid: {', '.join(hook_names(toy_cfg.model.n_layers))})"
-        )
-    try:
-        act_cfg = ActivationConfig(hook=hook, position=position, split=split)  # type: ignore[arg-type]
-    except ValueError as e:
-        raise HusaiError(f"invalid option: {str(e).splitlines()[-1].strip()}") from None
-    acts = extract_toy(model, toy_cfg, act_cfg)
-    save_activations(
-        out,
-        acts,
-        {
-            "source": "husai-toy",
-            "hook": hook,
-            "position": position,
-            "split": split,
-            "model_hash": sha256_file(Path(model_dir) / "model.safetensors"),
-        },
-    )
+    acts = extract_to_file(model_dir, out, hook, position, split)
     typer.echo(f"{out}: {tuple(acts.shape)} activations of {hook} ({position}, {split})")
 
 
