@@ -279,14 +279,9 @@ def train_model(
 ) -> None:
     """Train the modular-arithmetic toy model and write a checkpoint."""
     from husai.config import load_run_config
-    from husai.runtime import deterministic
-    from husai.toy import save_checkpoint, train_toy
+    from husai.toy import train_checkpoint
 
-    cfg = load_run_config(config)
-    with deterministic():
-        model, summary = train_toy(cfg.toy, progress=True)
-    summary.pop("wall_seconds", None)
-    save_checkpoint(model, cfg.toy, summary, out)
+    summary = train_checkpoint(load_run_config(config).toy, out, progress=True)
     f = summary["fourier"]
     typer.echo(
         f"{out}: test acc {summary['test_acc']:.4f}, key frequencies {f['key_frequencies']}, "

@@ -53,14 +53,12 @@ class Timer:
 
 def toy_model_stage(cfg: RunConfig, run_dir: Path, cache_dir: Path, progress: bool) -> Path:
     """Train the toy model, or reuse the cached one with the same config hash."""
-    from husai.toy import load_checkpoint, save_checkpoint, train_toy
+    from husai.toy import load_checkpoint, train_checkpoint
 
     key = config_hash(cfg.toy.model_dump(mode="json"))
     cached = cache_dir / "toy" / key
     if not (cached / "config.json").is_file():
-        model, summary = train_toy(cfg.toy, progress=progress)
-        summary.pop("wall_seconds", None)
-        save_checkpoint(model, cfg.toy, summary, cached)
+        train_checkpoint(cfg.toy, cached, progress)
     load_checkpoint(cached)  # validates the cached copy before use
     target = run_dir / "toy_model"
     if target.exists():

@@ -20,7 +20,7 @@ from husai.toy.structure import (
     recovery_against,
     structure_summary,
 )
-from husai.toy.train import load_checkpoint, save_checkpoint, train_toy
+from husai.toy.train import load_checkpoint, save_checkpoint, train_checkpoint, train_toy
 
 __all__ = [
     "ToyTransformer",
@@ -42,5 +42,6 @@ __all__ = [
     "save_checkpoint",
     "split_indices",
     "structure_summary",
+    "train_checkpoint",
     "train_toy",
 ]

@@ -127,6 +127,17 @@ def save_checkpoint(
     return directory
 
 
+def train_checkpoint(cfg: ToyConfig, directory: Path, progress: bool = False) -> dict[str, Any]:
+    """Train the toy model (deterministic kernels) and save it to `directory`; returns the
+    training summary."""
+    from husai.runtime import deterministic
+
+    with deterministic():
+        model, summary = train_toy(cfg, progress=progress)
+    save_checkpoint(model, cfg, summary, directory)
+    return summary
+
+
 def load_checkpoint(directory: Path) -> tuple[ToyTransformer, ToyConfig, dict[str, Any]]:
     """Load a checkpoint written by `save_checkpoint` (safetensors only, never pickle)."""
     directory = Path(directory)
