@@ -109,3 +109,51 @@ def test_cli_compare_errors(saes, tmp_path: Path) -> None:
     res = runner.invoke(app, ["compare", str(paths[0]), str(tmp_path / "other")])
     assert res.exit_code == 2
     assert "different d_in" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def _run_consistency(tiny_run: Path) -> dict:
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    return m["datasets"]["toy"]["architectures"]["topk"]["consistency"]
+
+
+def test_compare_reproduces_the_runs_consistency(tiny_run: Path, tiny_dict: dict) -> None:
+    """Same SAEs, same metrics config: compare's trained and random blocks are the run's,
+    float for float (same dictionaries, same matching, same summariser)."""
+    ours = _run_consistency(tiny_run)
+    dirs = [tiny_run / "saes" / "toy" / "topk" / f"seed_{s}" for s in tiny_dict["seeds"]]
+    res = compare(dirs, MetricsConfig.model_validate(tiny_dict["metrics"])).summary
+    keys = ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in (0.5, 0.7, 0.9)]
+    for key in keys:
+        for part in ("trained", "random", "trained_minus_random", "matrix"):
+            assert res[key][part] == ours[key][part], (key, part)
+    assert res["pairs"] == ours["pairs"]
+
+
+def test_cli_compare_on_a_runs_seeds_gives_its_numbers(tiny_run: Path, tmp_path: Path) -> None:
+    ours = _run_consistency(tiny_run)["pwmcc"]
+    dirs = sorted(str(p) for p in (tiny_run / "saes" / "toy" / "topk").glob("seed_*"))
+    res = runner.invoke(app, ["compare", *dirs, "--json", str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "c.json").read_text())["pwmcc"]
+    assert out["random"]["mean"] == ours["random"]["mean"]
+    assert out["random"]["pairs"] == ours["random"]["pairs"]
+    assert out["trained"]["mean"] == ours["trained"]["mean"]
+    assert out["matrix"] == ours["matrix"]
+
+
+def test_compare_baseline_of_transcoders_has_the_decoder_width(tmp_path: Path) -> None:
+    """Transcoders (d_out 7 ≠ d_in 12): compare's random decoder rows are those the run's
+    evaluation draws (the decoder's width), so the random scores agree."""
+    from husai.experiments.evaluate import consistency
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 12, generator=g), torch.randn(256, 7, generator=g)
+    cfg = SAEConfig(architecture="topk", d_sae=16, k=2, epochs=1, batch_size=64)
+    sae, _ = train_sae(cfg, x, [1, 2, 3], y_ND=y)
+    paths = [save(sae.select(s), tmp_path / f"seed_{s}") for s in range(3)]
+    m = MetricsConfig(n_bootstrap=100)
+    want = consistency(sae, cfg, m, x, y)
+    got = compare(paths, m).summary
+    for key in ("pwmcc", "hungarian_mcc"):
+        assert got[key]["random"] == want[key]["random"], key
+        assert got[key]["trained"]["pairs"] == want[key]["trained"]["pairs"], key

@@ -29,19 +29,21 @@ from torch import Tensor
 
 from husai.config import MetricsConfig
 from husai.errors import HusaiError
-from husai.experiments.evaluate import VARIANTS, summarise_values
 from husai.metrics import (
-    EXACT_MAX,
+    VARIANTS,
     MatchedCorrelation,
-    pairwise,
-    random_dictionaries,
+    metric_keys,
+    pair_matrix,
+    pairwise_groups,
+    random_dictionaries_like,
     shared_latent_rate,
     subspace_similarity,
+    summarise_pairwise,
+    summarise_values,
 )
 from husai.metrics.subspace import default_rank
 from husai.sae import SAE, load
 
-HUNGARIAN_MAX = EXACT_MAX  # kept for callers; above it the sparse assignment is used
 SHARED_THRESHOLD = 0.7
 HIGHER = "higher = more consistent"
 
@@ -53,13 +55,6 @@ class Comparison:
     summary: dict[str, Any]
     per_latent: list[dict[str, Any]] = field(default_factory=list)
     latent_mean_best: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def _matrix(n: int, pairs: list[tuple[int, int]], values: list[float]) -> np.ndarray:
-    out = np.eye(n)
-    for (i, j), v in zip(pairs, values, strict=True):
-        out[i, j] = out[j, i] = v
-    return out
 
 
 @torch.no_grad()
@@ -154,12 +149,15 @@ def compare(
             raise HusaiError(f"every latent is dead on these activations in: {', '.join(empty)}")
     enc = [s.W_enc[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
     dec = [s.W_dec[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
-    dicts = enc if encoder else dec
+    dicts, other = (enc, dec) if encoder else (dec, enc)
     sizes = [len(k) for k in keep]
+    # the compared rows' baseline first, drawn as `husai run` draws it; then the other rows'
+    rand = random_dictionaries_like([tuple(d.shape) for d in dicts + other], m.baseline_seed)
+    rand, rand_other = rand[: len(dicts)], rand[len(dicts) :]
+    rand_enc, rand_dec = (rand, rand_other) if encoder else (rand_other, rand)
 
-    trained = pairwise(dicts, m.thresholds, m.block_size, hungarian="auto")
-    rand = [random_dictionaries(1, n, d_in, m.baseline_seed + i)[0] for i, n in enumerate(sizes)]
-    random = pairwise(rand, m.thresholds, m.block_size, hungarian="auto")
+    groups = pairwise_groups({"trained": dicts, "random": rand}, m.thresholds, m.block_size)
+    trained, random = groups["trained"], groups["random"]
     pairs = trained["pairs"]
     n = len(saes)
     dropped = [s.d_sae - k for s, k in zip(saes, sizes, strict=True)]
@@ -168,7 +166,6 @@ def compare(
         "d_in": d_in,
         "d_sae": [s.d_sae for s in saes],
         "rows_compared": rows_name,
-        "pairs": [list(p) for p in pairs],
         "baseline": "matched random unit-Gaussian dictionaries (same shapes); "
         "activation MCC: a random one-to-one pairing of the same latents",
         "direction": f"every score: {HIGHER}",
@@ -178,31 +175,22 @@ def compare(
             "latents_used_per_sae": sizes,
         },
     }
-    groups = {"trained": trained, "random": random}
     methods = sorted(set(trained["hungarian_mcc"]["methods"]))
+    shared = f"{VARIANTS['shared_fraction']}; {rows_name} rows"
     variants = {
         "pwmcc": f"{VARIANTS['pwmcc']}; {rows_name} rows. Song et al.'s 'PWMCC' is the "
         "one-to-one version: see hungarian_mcc",
         "hungarian_mcc": f"mean |cos| over the one-to-one matching maximising total |cos| "
         f"of {rows_name} rows ({'; '.join(methods)}); {HIGHER}",
-        "shared_fraction": f"{VARIANTS['shared_fraction']}; {rows_name} rows",
+        **{
+            key: f"{shared} (threshold {float(key.split('@')[1]):g})"
+            for key in metric_keys(trained["thresholds"])[2:]
+        },
     }
-    for key in ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in m.thresholds]:
-        if key.startswith("shared_fraction@"):
-            t = float(key.split("@")[1])
-            vals = {g: pw["shared_fraction"][t]["values"] for g, pw in groups.items()}
-            mat = trained["shared_fraction"][t]["matrix"]
-            variant = f"{variants['shared_fraction']} (threshold {t:g})"
-        else:
-            vals = {g: pw[key]["values"] for g, pw in groups.items()}
-            mat, variant = trained[key]["matrix"], variants[key]
-        out[key] = summarise_values(vals, mat, variant, m)
+    out.update(summarise_pairwise(groups, m, variants))
 
     # Paulo & Belrose shared latents (encoder and decoder matchings agree, both > threshold)
-    r_enc = [
-        random_dictionaries(1, k, d_in, m.baseline_seed + 1000 + i)[0] for i, k in enumerate(sizes)
-    ]
-    slr = {"trained": [], "random": []}
+    slr: dict[str, list[float]] = {"trained": [], "random": []}
     for i, j in pairs:
         slr["trained"].append(
             shared_latent_rate(
@@ -211,12 +199,17 @@ def compare(
         )
         slr["random"].append(
             shared_latent_rate(
-                r_enc[i], rand[i], r_enc[j], rand[j], shared_threshold, block_size=m.block_size
+                rand_enc[i],
+                rand_dec[i],
+                rand_enc[j],
+                rand_dec[j],
+                shared_threshold,
+                block_size=m.block_size,
             )["rate"]
         )
     out["shared_latent_rate"] = summarise_values(
         slr,
-        _matrix(n, pairs, slr["trained"]),
+        pair_matrix(n, pairs, slr["trained"]),
         "Paulo & Belrose shared latents: fraction of latents (mean over both SAEs) that the "
         "one-to-one encoder-row matching and decoder-row matching pair with the same partner, "
         f"with both |cos| > {shared_threshold:g}; {HIGHER}",
@@ -224,17 +217,18 @@ def compare(
     )
 
     # subspace stability
-    r = subspace_rank or default_rank(d_in, min(sizes), min(sizes))
+    width = dicts[0].shape[1]
+    r = subspace_rank or default_rank(width, min(sizes), min(sizes))
     sub = {"trained": [], "random": []}
     for i, j in pairs:
         sub["trained"].append(subspace_similarity(dicts[i], dicts[j], r))
         sub["random"].append(subspace_similarity(rand[i], rand[j], r))
     out["subspace_similarity"] = summarise_values(
         sub,
-        _matrix(n, pairs, sub["trained"]),
+        pair_matrix(n, pairs, sub["trained"]),
         f"mean cos² of the principal angles between the top-{r} principal directions (right "
         f"singular vectors of the unit {rows_name} rows) of the two SAEs; random r-subspaces "
-        f"score ~ r/d = {r / d_in:.3f}; {HIGHER}",
+        f"score ~ r/d = {r / width:.3f}; {HIGHER}",
         m,
     )
 
@@ -267,7 +261,7 @@ def compare(
         act = {g: [corr[p][g] for p in pairs] for g in ("trained", "random")}
         out["activation_mcc"] = summarise_values(
             act,
-            _matrix(n, pairs, act["trained"]),
+            pair_matrix(n, pairs, act["trained"]),
             "mean Pearson correlation over tokens of the activations of latent pairs matched "
             f"one-to-one on {rows_name}-row |cos| (the hungarian_mcc matching); a constant "
             f"latent scores 0; baseline: random pairing; {HIGHER}",

@@ -5,113 +5,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as fn
 from torch import Tensor
 
 from husai.config import MetricsConfig, SAEConfig
 from husai.metrics import (
-    bootstrap_ci,
-    compare_to_baseline,
     dead_fraction,
     explained_variance,
     firing_counts,
     loss_recovered,
     mse,
-    pairwise,
-    permutation_test,
+    pairwise_groups,
     random_dictionaries,
-    seed_bootstrap_ci,
+    summarise_pairwise,
 )
 from husai.sae.base import SAE
 from husai.sae.trainer import build_sae
 
-VARIANTS = {
-    "pwmcc": "mean over latents of max |cos| to the other dictionary, symmetrised "
-    "(HUSAI's PWMCC); higher = more consistent",
-    "hungarian_mcc": "mean |cos| over the optimal one-to-one matching (scipy "
-    "linear_sum_assignment); higher = more consistent",
-    "shared_fraction": "fraction of latents (both dictionaries) whose best-match |cos| "
-    "exceeds the threshold; higher = more consistent",
-}
-
 
 def decoders(sae: SAE) -> list[Tensor]:
     return [sae.W_dec[s].detach() for s in range(sae.n_seeds)]
-
-
-def metric_keys(m: MetricsConfig) -> list[str]:
-    return ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in m.thresholds]
-
-
-def entry(pw: dict[str, Any], key: str) -> dict[str, Any]:
-    """{"matrix", "values"} of one metric in a `metrics.pairwise` result."""
-    if key.startswith("shared_fraction@"):
-        return pw["shared_fraction"][float(key.split("@")[1])]
-    return pw[key]
-
-
-def summarise_values(
-    values: dict[str, list[float]], matrix: Any, variant: str, m: MetricsConfig
-) -> dict[str, Any]:
-    """One metric: per group ("trained", baselines…) mean + CI over pairs, trained − each
-    baseline (CI and one-sided tests), and the trained pairwise matrix."""
-    block: dict[str, Any] = {"variant": variant}
-    for g, vals in values.items():
-        vals = [float(v) for v in vals]
-        ci = bootstrap_ci(vals, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
-        block[g] = {**ci, "pairs": vals}
-    for base in values:
-        if base != "trained":
-            block[f"trained_minus_{base}"] = compare_to_baseline(
-                block["trained"]["pairs"],
-                block[base]["pairs"],
-                level=m.ci_level,
-                n_resamples=m.n_bootstrap,
-                seed=m.baseline_seed,
-            )
-    for base in values:
-        if base != "trained" and len(values[base]) > 1:
-            block[f"trained_minus_{base}"]["permutation"] = permutation_test(
-                block["trained"]["pairs"],
-                block[base]["pairs"],
-                n_resamples=m.n_bootstrap,
-                seed=m.baseline_seed,
-            )
-    _seed_level(block, np.asarray(matrix, dtype=np.float64), m)
-    block["matrix"] = np.asarray(matrix).tolist()
-    return block
-
-
-def _seed_level(block: dict[str, Any], matrix: np.ndarray, m: MetricsConfig) -> None:
-    """Make the trained mean's CI and trained − each baseline's CI seed-bootstrap BCa CIs
-    (resample seeds, not pairs: pairs share seeds, so a pair bootstrap is too narrow); the
-    baseline's mean is held fixed (its spread is far smaller than the trained seeds'). The
-    pair-bootstrap CIs stay under `pair_bootstrap`."""
-    kw = {"level": m.ci_level, "n_resamples": m.n_bootstrap, "seed": m.baseline_seed}
-    t = block["trained"]
-    sb = seed_bootstrap_ci(matrix, method="bca", **kw)
-    t["pair_bootstrap"] = {k: t[k] for k in ("ci_low", "ci_high", "method")}
-    t.update(ci_low=sb["ci_low"], ci_high=sb["ci_high"], method=sb["method"], se=sb["se"])
-    for key in [k for k in block if k.startswith("trained_minus_")]:
-        d = block[key]
-        sb = seed_bootstrap_ci(
-            matrix - block[key.removeprefix("trained_minus_")]["mean"], method="bca", **kw
-        )
-        d["pair_bootstrap"] = {k: d[k] for k in ("ci_low", "ci_high", "ci_method")}
-        d.update(
-            ci_low=sb["ci_low"],
-            ci_high=sb["ci_high"],
-            ci_method=f"{sb['method']}, baseline mean held fixed",
-        )
-
-
-def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> dict[str, Any]:
-    """`summarise_values` for one metric of `metrics.pairwise` results, one per group."""
-    values = {g: entry(pw, key)["values"] for g, pw in groups.items()}
-    matrix = entry(groups["trained"], key)["matrix"]
-    return summarise_values(values, matrix, VARIANTS[key.split("@")[0]], m)
 
 
 def consistency(
@@ -141,13 +55,7 @@ def consistency(
         "random": random_dictionaries(S, F, d_out, m.baseline_seed),
         "init": decoders(init),
     }
-    groups = {
-        g: pairwise(d, thresholds=m.thresholds, block_size=m.block_size) for g, d in dicts.items()
-    }
-    out: dict[str, Any] = {"pairs": [list(p) for p in groups["trained"]["pairs"]]}
-    for key in metric_keys(m):
-        out[key] = summarise(groups, key, m)
-    return out
+    return summarise_pairwise(pairwise_groups(dicts, m.thresholds, m.block_size), m)
 
 
 def recovery_block(sae: SAE, truth_FD: Tensor) -> list[dict[str, Any]]:
