@@ -37,6 +37,7 @@ from husai.metrics import (
     pairwise_groups,
     random_dictionaries_like,
     shared_latent_rate,
+    stream_quality,
     subspace_similarity,
     summarise_pairwise,
     summarise_values,
@@ -55,16 +56,6 @@ class Comparison:
     summary: dict[str, Any]
     per_latent: list[dict[str, Any]] = field(default_factory=list)
     latent_mean_best: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@torch.no_grad()
-def _firing_counts(saes: list[SAE], x_ND: Tensor, chunk: int) -> list[np.ndarray]:
-    counts = [torch.zeros(s.d_sae, dtype=torch.int64) for s in saes]
-    for start in range(0, len(x_ND), chunk):
-        xb = x_ND[start : start + chunk]
-        for c, sae in zip(counts, saes, strict=True):
-            c += (sae.encode(xb)[0] != 0).sum(0)
-    return [c.numpy() for c in counts]
 
 
 @torch.no_grad()
@@ -140,7 +131,8 @@ def compare(
     rows_name = "encoder" if encoder else "decoder"
     x_ND = _load_x(activations, d_in) if activations is not None else None
 
-    counts = _firing_counts(saes, x_ND, chunk) if x_ND is not None else None
+    firing = None if x_ND is None else [stream_quality(s.encode, x_ND, chunk=chunk) for s in saes]
+    counts = None if firing is None else [f.counts[0].numpy() for f in firing]
     keep = [np.arange(s.d_sae) for s in saes]
     if exclude_dead:
         keep = [np.flatnonzero(c > 0) for c in counts]
@@ -243,9 +235,9 @@ def compare(
                     "sae": str(p),
                     "mean_firing_frequency": float(f.mean()),
                     "n_dead": int((c == 0).sum()),
-                    "dead_fraction": float((c == 0).mean()),
+                    "dead_fraction": q.result()[0]["dead_fraction"],
                 }
-                for p, f, c in zip(paths, freq, counts, strict=True)
+                for p, f, c, q in zip(paths, freq, counts, firing, strict=True)
             ],
             "variant": "firing frequency = fraction of tokens on which a latent is nonzero; "
             "dead = never fires on these activations",

@@ -11,13 +11,10 @@ from torch import Tensor
 
 from husai.config import MetricsConfig, SAEConfig
 from husai.metrics import (
-    dead_fraction,
-    explained_variance,
-    firing_counts,
     loss_recovered,
-    mse,
     pairwise_groups,
     random_dictionaries,
+    stream_quality,
     summarise_pairwise,
 )
 from husai.sae.base import SAE
@@ -65,31 +62,12 @@ def recovery_block(sae: SAE, truth_FD: Tensor) -> list[dict[str, Any]]:
     return [recovery(truth_FD, w) for w in decoders(sae)]
 
 
-@torch.no_grad()
 def quality(
     sae: SAE, x_ND: Tensor, y_NO: Tensor | None = None, chunk: int = 4096
 ) -> list[dict[str, float]]:
     """Per seed: MSE, explained variance, mean L0, dead fraction over all rows of x; MSE and
     EV against the targets y (a transcoder's; EV relative to y's variance), default x."""
-    ref = x_ND if y_NO is None else y_NO
-    x_hat, l0_sum = [], torch.zeros(sae.n_seeds)
-    fires = torch.zeros(sae.n_seeds, sae.d_sae)
-    for start in range(0, len(x_ND), chunk):
-        codes = sae.encode(x_ND[start : start + chunk])
-        x_hat.append(sae.decode(codes))
-        for s in range(sae.n_seeds):
-            fires[s] += firing_counts(codes[s])
-        l0_sum += (codes > 0).sum(-1).sum(-1).float()
-    recon = torch.cat(x_hat, dim=1)
-    return [
-        {
-            "mse": mse(ref, recon[s]),
-            "explained_variance": explained_variance(ref, recon[s]),
-            "l0": float(l0_sum[s] / len(x_ND)),
-            "dead_fraction": dead_fraction(fires[s : s + 1]),
-        }
-        for s in range(sae.n_seeds)
-    ]
+    return stream_quality(sae.encode, x_ND, sae.decode, y_NO, chunk).result()
 
 
 @torch.no_grad()

@@ -10,7 +10,8 @@ shapes, one generator), ``random_dictionaries``; statistics: ``bootstrap_ci``,
 ``permutation_test``, ``holm``; summaries (metrics.json's and `husai compare`'s consistency
 blocks): ``pairwise_groups``, ``summarise_pairwise``, ``summarise_values``; SAE quality:
 ``mse``, ``explained_variance``, ``mean_l0``, ``firing_counts``, ``dead_fraction``,
-``loss_recovered``, ``reconstruction_quality`` (all four at once; a transcoder's against its
+``loss_recovered``; all of them streamed over row chunks of S seeds: ``QualityAccumulator``,
+``stream_quality``, and at once ``reconstruction_quality`` (a transcoder's against its
 target); ground truth: ``recovery``; data: ``effective_rank``.
 """
 
@@ -31,6 +32,7 @@ from husai.metrics.latents import (
 )
 from husai.metrics.matching import DEFAULT_TOP_M, EXACT_MAX, Matching, assignment
 from husai.metrics.quality import (
+    QualityAccumulator,
     dead_fraction,
     explained_variance,
     firing_counts,
@@ -38,6 +40,7 @@ from husai.metrics.quality import (
     mean_l0,
     mse,
     reconstruction_quality,
+    stream_quality,
 )
 from husai.metrics.recovery import recovery
 from husai.metrics.spectrum import effective_rank
@@ -68,6 +71,7 @@ __all__ = [
     "HUNGARIAN",
     "MatchedCorrelation",
     "Matching",
+    "QualityAccumulator",
     "SummarySettings",
     "VARIANTS",
     "assignment",
@@ -99,6 +103,7 @@ __all__ = [
     "seed_bootstrap_ci",
     "shared_fraction",
     "shared_latent_rate",
+    "stream_quality",
     "subspace_similarity",
     "summarise_pairwise",
     "summarise_values",
