@@ -18,7 +18,7 @@ from husai.metrics import (
     summarise_pairwise,
 )
 from husai.sae.base import SAE
-from husai.sae.trainer import build_sae
+from husai.sae.trainer import initial_sae
 
 
 def decoders(sae: SAE) -> list[Tensor]:
@@ -26,31 +26,16 @@ def decoders(sae: SAE) -> list[Tensor]:
 
 
 def consistency(
-    trained: SAE,
-    cfg: SAEConfig,
-    m: MetricsConfig,
-    x: Tensor | None = None,
-    y: Tensor | None = None,
+    trained: SAE, cfg: SAEConfig, m: MetricsConfig, x: Tensor, y: Tensor | None = None
 ) -> dict[str, Any]:
     """Pairwise consistency of trained decoders vs matched random and at-init dictionaries
-    (both of the decoder's width d_out). A data-dependent init (`init: data`, or a
-    transcoder's `fit_init`) needs the training x (and y): the init decoders are then those
-    training starts from."""
+    (both of the decoder's width d_out). The at-init decoders are those training started
+    from (`initial_sae` on the training x, and a transcoder's targets y)."""
     S, F, d_out = trained.n_seeds, trained.d_sae, trained.d_out
-    init = build_sae(cfg, trained.d_in, trained.seeds, d_out=d_out if trained.transcoder else None)
-    with torch.no_grad():
-        if cfg.init == "data":
-            if x is None:
-                raise ValueError("a data-initialised SAE's init baseline needs the activations")
-            from husai.sae.resample import init_from_data
-
-            init_from_data(init, x)
-        if trained.transcoder and x is not None:
-            init.fit_init(x, y)
     dicts = {
         "trained": decoders(trained),
         "random": random_dictionaries(S, F, d_out, m.baseline_seed),
-        "init": decoders(init),
+        "init": decoders(initial_sae(cfg, x, trained.seeds, y)),
     }
     return summarise_pairwise(pairwise_groups(dicts, m.thresholds, m.block_size), m)
 
