@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from husai.cli import app
 from husai.config import MetricsConfig, SAEConfig
-from husai.experiments.compare import compare
+from husai.experiments.compare import compare, write_comparison
 from husai.metrics import assignment, matched_correlation, pwmcc
 from husai.sae import load, save, train_sae
 
@@ -157,3 +157,39 @@ def test_compare_baseline_of_transcoders_has_the_decoder_width(tmp_path: Path) -
     for key in ("pwmcc", "hungarian_mcc"):
         assert got[key]["random"] == want[key]["random"], key
         assert got[key]["trained"]["pairs"] == want[key]["trained"]["pairs"], key
+
+
+def test_write_comparison_writes_what_the_cli_writes(saes, tmp_path: Path) -> None:
+    """From Python, `compare` + `write_comparison` give the CLI's files, byte for byte (the
+    JSON's figure paths aside), each written atomically (no temporary files left)."""
+    paths, acts, _ = saes
+    cli, lib = tmp_path / "cli", tmp_path / "lib"
+    args = ["compare", *map(str, paths), "--activations", str(acts), "--exclude-dead"]
+    args += ["--json", str(cli / "c.json"), "--latents-csv", str(cli / "lat.csv")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    cmp = compare(paths, activations=acts, exclude_dead=True)
+    written = write_comparison(cmp, json_out=lib / "c.json", latents_csv=lib / "lat.csv")
+    names = ["compare_heatmap.png", "latent_best_hist.png", "lat.csv", "c.json"]
+    assert written == [lib / n for n in names]
+    for d in (cli, lib):
+        assert sorted(p.name for p in d.iterdir()) == sorted(names)
+    for name in names[:3]:
+        assert (lib / name).read_bytes() == (cli / name).read_bytes(), name
+    got, want = (json.loads((d / "c.json").read_text()) for d in (lib, cli))
+    assert got.pop("figures") == [str(lib / n) for n in names[:2]]
+    assert want.pop("figures") == [str(cli / n) for n in names[:2]]
+    assert got == want and "figures" not in cmp.summary
+    assert write_comparison(cmp) == []
+
+
+def test_compare_checks_its_options_for_python_callers_too(saes) -> None:
+    from husai.errors import HusaiError
+
+    paths, _, _ = saes
+    with pytest.raises(HusaiError, match="shared_threshold"):
+        compare(paths[:2], shared_threshold=1.5)
+    with pytest.raises(HusaiError, match="subspace_rank"):
+        compare(paths[:2], subspace_rank=0)
+    res = runner.invoke(app, ["compare", *map(str, paths[:2]), "--subspace-rank", "0"])
+    assert res.exit_code == 2 and "subspace_rank" in res.output

@@ -2,7 +2,10 @@
 
 ``compare`` returns a ``Comparison``: ``summary`` (JSON-able; every metric block names its
 ``variant`` and says "higher = more consistent"), the per-latent table and the per-latent
-mean best-match |cos| of trained and random dictionaries (for the histogram).
+mean best-match |cos| of trained and random dictionaries (for the histogram);
+``write_comparison`` writes the JSON, the per-latent CSV and the figures, as the CLI does.
+The consistency blocks are ``husai.metrics.summary``'s, on random dictionaries drawn as
+`husai run` draws them, so comparing a run's seeds gives the run's numbers.
 
 Definitions (see ``husai.metrics`` for the functions):
 - rows compared: decoder rows (default) or encoder rows (``encoder=True``);
@@ -19,6 +22,7 @@ Definitions (see ``husai.metrics`` for the functions):
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from torch import Tensor
 
 from husai.config import MetricsConfig
 from husai.errors import HusaiError
+from husai.io import write_json, write_text
 from husai.metrics import (
     VARIANTS,
     MatchedCorrelation,
@@ -56,6 +61,11 @@ class Comparison:
     summary: dict[str, Any]
     per_latent: list[dict[str, Any]] = field(default_factory=list)
     latent_mean_best: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        """One short label per SAE, "index:directory name" (tables and figures)."""
+        return [f"{k}:{Path(p).name}" for k, p in enumerate(self.summary["saes"])]
 
 
 @torch.no_grad()
@@ -124,6 +134,10 @@ def compare(
     m = m or MetricsConfig()
     if len(paths) < 2:
         raise HusaiError("compare needs at least two SAE directories")
+    if not 0.0 <= shared_threshold <= 1.0:
+        raise HusaiError(f"shared_threshold must lie in [0, 1], got {shared_threshold}")
+    if subspace_rank is not None and subspace_rank < 1:
+        raise HusaiError(f"subspace_rank must be a positive integer, got {subspace_rank}")
     if exclude_dead and activations is None:
         raise HusaiError("--exclude-dead needs --activations (dead = never fires on them)")
     saes = _load_all(paths, fmt)
@@ -310,11 +324,47 @@ def _per_latent(
 
 
 def write_latents_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Write the per-latent table (one row per latent of every SAE)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    """Write the per-latent table (one row per latent of every SAE), atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return write_text(Path(path), buf.getvalue())
+
+
+def write_comparison(
+    cmp: Comparison,
+    *,
+    json_out: Path | None = None,
+    latents_csv: Path | None = None,
+    figures: Path | None = None,
+) -> list[Path]:
+    """Write what `husai compare` writes, each file atomically: the heatmap and histogram
+    PNGs into `figures` (default: the folder of `json_out`, else of `latents_csv`; none if
+    all three are None), the per-latent CSV, and the JSON summary (with the figures' paths
+    under "figures"). Returns the paths written, in that order."""
+    anchor = json_out or latents_csv
+    fig_dir = Path(figures) if figures is not None else (Path(anchor).parent if anchor else None)
+    written: list[Path] = []
+    summary = cmp.summary
+    if fig_dir is not None:
+        from husai.report import figures as figs
+
+        dead = summary["dead_latents"]
+        note = (
+            "dead latents excluded: " + ", ".join(str(k) for k in dead["dropped_per_sae"])
+            if dead["excluded"]
+            else ""
+        )
+        written += [
+            figs.compare_heatmaps(summary, cmp.labels, fig_dir / "compare_heatmap.png"),
+            figs.latent_best_histogram(
+                cmp.latent_mean_best, fig_dir / "latent_best_hist.png", note
+            ),
+        ]
+        summary = {**summary, "figures": [str(p) for p in written]}
+    if latents_csv is not None:
+        written.append(write_latents_csv(cmp.per_latent, latents_csv))
+    if json_out is not None:
+        written.append(write_json(json_out, summary))
+    return written
