@@ -37,7 +37,6 @@ from husai.io import write_json, write_text
 from husai.metrics import (
     VARIANTS,
     MatchedCorrelation,
-    metric_keys,
     pair_matrix,
     pairwise_groups,
     random_dictionaries_like,
@@ -188,10 +187,7 @@ def compare(
         "one-to-one version: see hungarian_mcc",
         "hungarian_mcc": f"mean |cos| over the one-to-one matching maximising total |cos| "
         f"of {rows_name} rows ({'; '.join(methods)}); {HIGHER}",
-        **{
-            key: f"{shared} (threshold {float(key.split('@')[1]):g})"
-            for key in metric_keys(trained["thresholds"])[2:]
-        },
+        **{f"shared_fraction@{t}": f"{shared} (threshold {t:g})" for t in trained["thresholds"]},
     }
     out.update(summarise_pairwise(groups, m, variants))
 
