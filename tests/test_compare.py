@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from husai.cli import app
 from husai.config import MetricsConfig, SAEConfig
-from husai.experiments.compare import compare
+from husai.experiments.compare import compare, write_comparison
 from husai.metrics import assignment, matched_correlation, pwmcc
 from husai.sae import load, save, train_sae
 
@@ -109,3 +109,87 @@ def test_cli_compare_errors(saes, tmp_path: Path) -> None:
     res = runner.invoke(app, ["compare", str(paths[0]), str(tmp_path / "other")])
     assert res.exit_code == 2
     assert "different d_in" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def _run_consistency(tiny_run: Path) -> dict:
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    return m["datasets"]["toy"]["architectures"]["topk"]["consistency"]
+
+
+def test_compare_reproduces_the_runs_consistency(tiny_run: Path, tiny_dict: dict) -> None:
+    """Same SAEs, same metrics config: compare's trained and random blocks are the run's,
+    float for float (same dictionaries, same matching, same summariser)."""
+    ours = _run_consistency(tiny_run)
+    dirs = [tiny_run / "saes" / "toy" / "topk" / f"seed_{s}" for s in tiny_dict["seeds"]]
+    res = compare(dirs, MetricsConfig.model_validate(tiny_dict["metrics"])).summary
+    keys = ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in (0.5, 0.7, 0.9)]
+    for key in keys:
+        for part in ("trained", "random", "trained_minus_random", "matrix"):
+            assert res[key][part] == ours[key][part], (key, part)
+    assert res["pairs"] == ours["pairs"]
+
+
+def test_cli_compare_on_a_runs_seeds_gives_its_numbers(tiny_run: Path, tmp_path: Path) -> None:
+    ours = _run_consistency(tiny_run)["pwmcc"]
+    dirs = sorted(str(p) for p in (tiny_run / "saes" / "toy" / "topk").glob("seed_*"))
+    res = runner.invoke(app, ["compare", *dirs, "--json", str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "c.json").read_text())["pwmcc"]
+    assert out["random"]["mean"] == ours["random"]["mean"]
+    assert out["random"]["pairs"] == ours["random"]["pairs"]
+    assert out["trained"]["mean"] == ours["trained"]["mean"]
+    assert out["matrix"] == ours["matrix"]
+
+
+def test_compare_baseline_of_transcoders_has_the_decoder_width(tmp_path: Path) -> None:
+    """Transcoders (d_out 7 ≠ d_in 12): compare's random decoder rows are those the run's
+    evaluation draws (the decoder's width), so the random scores agree."""
+    from husai.experiments.evaluate import consistency
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 12, generator=g), torch.randn(256, 7, generator=g)
+    cfg = SAEConfig(architecture="topk", d_sae=16, k=2, epochs=1, batch_size=64)
+    sae, _ = train_sae(cfg, x, [1, 2, 3], y_ND=y)
+    paths = [save(sae.select(s), tmp_path / f"seed_{s}") for s in range(3)]
+    m = MetricsConfig(n_bootstrap=100)
+    want = consistency(sae, cfg, m, x, y)
+    got = compare(paths, m).summary
+    for key in ("pwmcc", "hungarian_mcc"):
+        assert got[key]["random"] == want[key]["random"], key
+        assert got[key]["trained"]["pairs"] == want[key]["trained"]["pairs"], key
+
+
+def test_write_comparison_writes_what_the_cli_writes(saes, tmp_path: Path) -> None:
+    """From Python, `compare` + `write_comparison` give the CLI's files, byte for byte (the
+    JSON's figure paths aside), each written atomically (no temporary files left)."""
+    paths, acts, _ = saes
+    cli, lib = tmp_path / "cli", tmp_path / "lib"
+    args = ["compare", *map(str, paths), "--activations", str(acts), "--exclude-dead"]
+    args += ["--json", str(cli / "c.json"), "--latents-csv", str(cli / "lat.csv")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    cmp = compare(paths, activations=acts, exclude_dead=True)
+    written = write_comparison(cmp, json_out=lib / "c.json", latents_csv=lib / "lat.csv")
+    names = ["compare_heatmap.png", "latent_best_hist.png", "lat.csv", "c.json"]
+    assert written == [lib / n for n in names]
+    for d in (cli, lib):
+        assert sorted(p.name for p in d.iterdir()) == sorted(names)
+    for name in names[:3]:
+        assert (lib / name).read_bytes() == (cli / name).read_bytes(), name
+    got, want = (json.loads((d / "c.json").read_text()) for d in (lib, cli))
+    assert got.pop("figures") == [str(lib / n) for n in names[:2]]
+    assert want.pop("figures") == [str(cli / n) for n in names[:2]]
+    assert got == want and "figures" not in cmp.summary
+    assert write_comparison(cmp) == []
+
+
+def test_compare_checks_its_options_for_python_callers_too(saes) -> None:
+    from husai.errors import HusaiError
+
+    paths, _, _ = saes
+    with pytest.raises(HusaiError, match="shared_threshold"):
+        compare(paths[:2], shared_threshold=1.5)
+    with pytest.raises(HusaiError, match="subspace_rank"):
+        compare(paths[:2], subspace_rank=0)
+    res = runner.invoke(app, ["compare", *map(str, paths[:2]), "--subspace-rank", "0"])
+    assert res.exit_code == 2 and "subspace_rank" in res.output

@@ -102,19 +102,44 @@ def test_lambda_sweep_report_selects_by_the_rule(tiny_dict: dict, tmp_path: Path
         assert row["gain_over_control"] == g
 
 
-def test_init_baseline_of_a_data_initialised_sae_is_its_data_init() -> None:
+@pytest.mark.parametrize(
+    ("arch", "init", "transcoder"),
+    [
+        ("topk", "random", False),
+        ("topk", "data", False),
+        ("relu", "random", False),
+        ("batchtopk", "data", False),
+        ("jumprelu", "random", True),
+        ("topk", "random", True),
+    ],
+)
+def test_init_baseline_is_what_training_starts_from(
+    monkeypatch: pytest.MonkeyPatch, arch: str, init: str, transcoder: bool
+) -> None:
+    """The at-init baseline's decoders are the weights of train_sae's first step (the
+    trainer's own init: random, data-sampled, a transcoder's fit_init)."""
     from husai.config import MetricsConfig, SAEConfig
     from husai.experiments.evaluate import consistency
     from husai.metrics import pairwise
-    from husai.sae import build_sae
-    from husai.sae.resample import init_from_data
+    from husai.sae import trainer
 
-    x = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
-    cfg = SAEConfig(architecture="topk", d_sae=16, k=2, init="data")
-    sae = build_sae(cfg, 8, [1, 2, 3])
-    init = build_sae(cfg, 8, [1, 2, 3])
-    with torch.no_grad():
-        init_from_data(init, x)
-    want = pairwise([init.W_dec[s] for s in range(3)], thresholds=())["pwmcc"]["values"]
-    got = consistency(sae, cfg, MetricsConfig(n_bootstrap=100), x)["pwmcc"]["init"]["pairs"]
-    assert got == pytest.approx(want)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 8, generator=g) + 0.5
+    y = torch.randn(300, 5, generator=g) + x[:, :5] if transcoder else None
+    cfg = SAEConfig(architecture=arch, d_sae=16, k=2, init=init, epochs=1, batch_size=100)
+    starts: list[dict[str, torch.Tensor]] = []
+    real_step = trainer.train_step
+
+    def first_step(sae, *args, **kwargs):
+        if not starts:
+            starts.append({n: p.detach().clone() for n, p in sae.named_parameters()})
+        return real_step(sae, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", first_step)
+    sae, _ = trainer.train_sae(cfg, x, [1, 2, 3], y_ND=y)
+    start = starts[0]
+    for name, p in trainer.initial_sae(cfg, x, [1, 2, 3], y).named_parameters():
+        assert torch.equal(p, start[name]), name
+    want = pairwise([start["W_dec"][s] for s in range(3)], thresholds=())["pwmcc"]["values"]
+    got = consistency(sae, cfg, MetricsConfig(n_bootstrap=100), x, y)["pwmcc"]["init"]["pairs"]
+    assert got == want

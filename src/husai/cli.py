@@ -426,14 +426,8 @@ def compare(
 ) -> None:
     """Consistency of any set of saved SAEs (same d_in), with matched random baselines."""
     from husai.experiments.compare import compare as compare_saes
-    from husai.experiments.compare import write_latents_csv
-    from husai.io import write_json
-    from husai.metrics._validate import check_threshold
-    from husai.report import figures as figs
+    from husai.experiments.compare import write_comparison
 
-    check_threshold(shared_threshold)
-    if subspace_rank is not None and subspace_rank < 1:
-        raise HusaiError(f"--subspace-rank must be a positive integer, got {subspace_rank}")
     cmp = compare_saes(
         sae_dirs,
         encoder=encoder,
@@ -443,8 +437,7 @@ def compare(
         subspace_rank=subspace_rank,
         fmt=fmt,
     )
-    res = cmp.summary
-    labels = [f"{k}:{p.name}" for k, p in enumerate(sae_dirs)]
+    res, labels = cmp.summary, cmp.labels
     out = _stdout()
     out.print(_compare_table(res, len(sae_dirs)))
     for key in ("pwmcc", "hungarian_mcc", "shared_latent_rate"):
@@ -465,29 +458,8 @@ def compare(
                 for lab, f in zip(labels, res["firing"]["per_sae"], strict=True)
             )
         )
-    anchor = json_out or latents_csv
-    fig_dir = figures or (anchor.parent if anchor else None)
-    if fig_dir is not None:
-        note = (
-            "dead latents excluded: " + ", ".join(str(k) for k in dead["dropped_per_sae"])
-            if dead["excluded"]
-            else ""
-        )
-        res["figures"] = [
-            str(figs.compare_heatmaps(res, labels, fig_dir / "compare_heatmap.png")),
-            str(
-                figs.latent_best_histogram(
-                    cmp.latent_mean_best, fig_dir / "latent_best_hist.png", note
-                )
-            ),
-        ]
-        typer.echo(f"wrote {', '.join(res['figures'])}")
-    if latents_csv:
-        write_latents_csv(cmp.per_latent, latents_csv)
-        typer.echo(f"wrote {latents_csv}")
-    if json_out:
-        write_json(json_out, res)
-        typer.echo(f"wrote {json_out}")
+    for path in write_comparison(cmp, json_out=json_out, latents_csv=latents_csv, figures=figures):
+        typer.echo(f"wrote {path}")
 
 
 @app.command()

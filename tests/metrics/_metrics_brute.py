@@ -76,3 +76,19 @@ def subspace(a: np.ndarray, b: np.ndarray, r: int) -> float:
         return np.linalg.svd(x, full_matrices=False)[2][:r].T
 
     return float(np.mean(np.cos(subspace_angles(top(a), top(b))) ** 2))
+
+
+def quality(x: np.ndarray, x_hat: np.ndarray, codes: np.ndarray) -> dict[str, float]:
+    """MSE, explained variance (SST about the per-dimension mean), mean L0, dead fraction."""
+    n, d = len(x), len(x[0])
+    sse = sum((float(x_hat[i][j]) - float(x[i][j])) ** 2 for i in range(n) for j in range(d))
+    mean = [sum(float(x[i][j]) for i in range(n)) / n for j in range(d)]
+    sst = sum((float(x[i][j]) - mean[j]) ** 2 for i in range(n) for j in range(d))
+    f = len(codes[0])
+    fires = [sum(float(codes[i][k]) != 0 for i in range(n)) for k in range(f)]
+    return {
+        "mse": sse / (n * d),
+        "explained_variance": 1 - sse / sst,
+        "l0": sum(fires) / n,
+        "dead_fraction": sum(c == 0 for c in fires) / f,
+    }

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from husai.errors import HusaiError
-from husai.metrics import pairwise, random_dictionaries
+from husai.metrics import pairwise, random_dictionaries, random_dictionaries_like
 
 
 def test_deterministic_unit_rows_and_no_global_rng():
@@ -32,3 +32,23 @@ def test_random_pwmcc_band():
 def test_bad_sizes(args):
     with pytest.raises(HusaiError):
         random_dictionaries(*args, seed=0)
+
+
+def test_dictionaries_of_any_shapes_come_in_order_from_one_generator():
+    """Equal shapes give `random_dictionaries`; each dictionary is the next draw of one
+    generator, so a prefix of the shapes gives a prefix of the dictionaries."""
+    equal = random_dictionaries_like([(16, 8)] * 3, seed=5)
+    assert all(
+        torch.equal(a, b) for a, b in zip(equal, random_dictionaries(3, 16, 8, 5), strict=True)
+    )
+    mixed = random_dictionaries_like([(16, 8), (9, 8), (4, 3)], seed=5)
+    assert [tuple(d.shape) for d in mixed] == [(16, 8), (9, 8), (4, 3)]
+    assert torch.equal(mixed[0], equal[0])
+    g = torch.Generator().manual_seed(5)
+    for d in mixed:
+        draw = torch.randn(*d.shape, generator=g)
+        torch.testing.assert_close(d, draw / draw.norm(dim=1, keepdim=True), rtol=0, atol=0)
+    with pytest.raises(HusaiError, match="no shapes"):
+        random_dictionaries_like([], seed=0)
+    with pytest.raises(HusaiError, match="n_latents"):
+        random_dictionaries_like([(4, 2), (0, 2)], seed=0)

@@ -1,8 +1,10 @@
+import _metrics_brute as brute
 import pytest
 import torch
 
 from husai.errors import HusaiError
 from husai.metrics import (
+    QualityAccumulator,
     dead_fraction,
     explained_variance,
     firing_counts,
@@ -10,6 +12,7 @@ from husai.metrics import (
     mean_l0,
     mse,
     reconstruction_quality,
+    stream_quality,
 )
 
 X = torch.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
@@ -80,3 +83,84 @@ def test_reconstruction_quality_against_a_target():
     assert per_seed[0] == pytest.approx(q) and per_seed[1]["explained_variance"] == 1.0
     with pytest.raises(HusaiError, match="different row counts"):
         reconstruction_quality(X, y_hat, codes[:2])
+
+
+def _seeds(S: int, n: int, d: int, f: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g) * 2 + 1
+    x_hat = x + 0.3 * torch.randn(S, n, d, generator=g)
+    codes = torch.relu(torch.randn(S, n, f, generator=g) - 1.0)
+    codes[:, :, :2] = 0  # two dead latents in every seed
+    return x, x_hat, codes
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40])
+def test_accumulator_against_brute_force(chunk: int) -> None:
+    x, x_hat, codes = _seeds(3, 40, 5, 9)
+    acc = QualityAccumulator()
+    for i in range(0, 40, chunk):
+        acc.update(codes[:, i : i + chunk], x[i : i + chunk], x_hat[:, i : i + chunk])
+    got = acc.result()
+    assert acc.counts.tolist() == [firing_counts(codes[s]).tolist() for s in range(3)]
+    for s in range(3):
+        want = brute.quality(x.numpy(), x_hat[s].numpy(), codes[s].numpy())
+        assert got[s] == pytest.approx(want, rel=1e-6), s
+        assert got[s]["dead_fraction"] == 2 / 9
+
+
+def test_accumulator_gives_the_whole_array_numbers_however_chunked() -> None:
+    """Exactly (not approximately) what the single metrics give on all rows at once, for
+    any chunking: `husai run`'s metrics.json must not depend on the evaluation chunk size."""
+    x, x_hat, codes = _seeds(2, 20_000, 16, 8, seed=1)
+    whole = [
+        {
+            "mse": mse(x, x_hat[s]),
+            "explained_variance": explained_variance(x, x_hat[s]),
+            "l0": mean_l0(codes[s]),
+            "dead_fraction": dead_fraction(codes[s]),
+        }
+        for s in range(2)
+    ]
+    for chunk in (4096, 777, 20_000):
+        acc = QualityAccumulator()
+        for i in range(0, 20_000, chunk):
+            acc.update(codes[:, i : i + chunk], x[i : i + chunk], x_hat[:, i : i + chunk])
+        assert acc.result() == whole, chunk
+    codes_only = QualityAccumulator()
+    codes_only.update(codes[:, :5000])
+    codes_only.update(codes[:, 5000:])
+    assert codes_only.result() == [{k: q[k] for k in ("l0", "dead_fraction")} for q in whole]
+
+
+def test_stream_quality_encodes_and_decodes_chunk_by_chunk() -> None:
+    x, _, _ = _seeds(1, 300, 4, 3)
+    w = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(2))  # two "seeds"
+
+    def encode(xb: torch.Tensor) -> torch.Tensor:
+        return torch.relu(xb @ w)
+
+    def decode(c: torch.Tensor) -> torch.Tensor:
+        return c @ w.transpose(1, 2)
+
+    acc = stream_quality(encode, x, decode, chunk=64)
+    codes = encode(x)
+    assert acc.result() == reconstruction_quality(x, decode(codes), codes)
+    y = x[:, :3] * 2
+    targeted = stream_quality(encode, x, lambda c: decode(c)[..., :3], y, chunk=50).result()
+    assert targeted[1]["mse"] == mse(y, decode(codes)[1, :, :3])
+    with pytest.raises(HusaiError, match="different row counts"):
+        stream_quality(encode, x, decode, y[:10])
+
+
+def test_accumulator_errors() -> None:
+    x, x_hat, codes = _seeds(2, 10, 3, 4)
+    acc = QualityAccumulator()
+    with pytest.raises(HusaiError, match="no rows"):
+        acc.result()
+    with pytest.raises(HusaiError, match="both"):
+        acc.update(codes, x)
+    acc.update(codes, x, x_hat)
+    with pytest.raises(HusaiError, match="every chunk"):
+        acc.update(codes)
+    with pytest.raises(HusaiError, match="seeds"):
+        acc.update(codes[:1], x, x_hat[:1])

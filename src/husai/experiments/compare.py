@@ -2,7 +2,10 @@
 
 ``compare`` returns a ``Comparison``: ``summary`` (JSON-able; every metric block names its
 ``variant`` and says "higher = more consistent"), the per-latent table and the per-latent
-mean best-match |cos| of trained and random dictionaries (for the histogram).
+mean best-match |cos| of trained and random dictionaries (for the histogram);
+``write_comparison`` writes the JSON, the per-latent CSV and the figures, as the CLI does.
+The consistency blocks are ``husai.metrics.summary``'s, on random dictionaries drawn as
+`husai run` draws them, so comparing a run's seeds gives the run's numbers.
 
 Definitions (see ``husai.metrics`` for the functions):
 - rows compared: decoder rows (default) or encoder rows (``encoder=True``);
@@ -19,6 +22,7 @@ Definitions (see ``husai.metrics`` for the functions):
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,19 +33,22 @@ from torch import Tensor
 
 from husai.config import MetricsConfig
 from husai.errors import HusaiError
-from husai.experiments.evaluate import VARIANTS, summarise_values
+from husai.io import write_json, write_text
 from husai.metrics import (
-    EXACT_MAX,
+    VARIANTS,
     MatchedCorrelation,
-    pairwise,
-    random_dictionaries,
+    pair_matrix,
+    pairwise_groups,
+    random_dictionaries_like,
     shared_latent_rate,
+    stream_quality,
     subspace_similarity,
+    summarise_pairwise,
+    summarise_values,
 )
 from husai.metrics.subspace import default_rank
 from husai.sae import SAE, load
 
-HUNGARIAN_MAX = EXACT_MAX  # kept for callers; above it the sparse assignment is used
 SHARED_THRESHOLD = 0.7
 HIGHER = "higher = more consistent"
 
@@ -54,22 +61,10 @@ class Comparison:
     per_latent: list[dict[str, Any]] = field(default_factory=list)
     latent_mean_best: dict[str, np.ndarray] = field(default_factory=dict)
 
-
-def _matrix(n: int, pairs: list[tuple[int, int]], values: list[float]) -> np.ndarray:
-    out = np.eye(n)
-    for (i, j), v in zip(pairs, values, strict=True):
-        out[i, j] = out[j, i] = v
-    return out
-
-
-@torch.no_grad()
-def _firing_counts(saes: list[SAE], x_ND: Tensor, chunk: int) -> list[np.ndarray]:
-    counts = [torch.zeros(s.d_sae, dtype=torch.int64) for s in saes]
-    for start in range(0, len(x_ND), chunk):
-        xb = x_ND[start : start + chunk]
-        for c, sae in zip(counts, saes, strict=True):
-            c += (sae.encode(xb)[0] != 0).sum(0)
-    return [c.numpy() for c in counts]
+    @property
+    def labels(self) -> list[str]:
+        """One short label per SAE, "index:directory name" (tables and figures)."""
+        return [f"{k}:{Path(p).name}" for k, p in enumerate(self.summary["saes"])]
 
 
 @torch.no_grad()
@@ -138,6 +133,10 @@ def compare(
     m = m or MetricsConfig()
     if len(paths) < 2:
         raise HusaiError("compare needs at least two SAE directories")
+    if not 0.0 <= shared_threshold <= 1.0:
+        raise HusaiError(f"shared_threshold must lie in [0, 1], got {shared_threshold}")
+    if subspace_rank is not None and subspace_rank < 1:
+        raise HusaiError(f"subspace_rank must be a positive integer, got {subspace_rank}")
     if exclude_dead and activations is None:
         raise HusaiError("--exclude-dead needs --activations (dead = never fires on them)")
     saes = _load_all(paths, fmt)
@@ -145,7 +144,8 @@ def compare(
     rows_name = "encoder" if encoder else "decoder"
     x_ND = _load_x(activations, d_in) if activations is not None else None
 
-    counts = _firing_counts(saes, x_ND, chunk) if x_ND is not None else None
+    firing = None if x_ND is None else [stream_quality(s.encode, x_ND, chunk=chunk) for s in saes]
+    counts = None if firing is None else [f.counts[0].numpy() for f in firing]
     keep = [np.arange(s.d_sae) for s in saes]
     if exclude_dead:
         keep = [np.flatnonzero(c > 0) for c in counts]
@@ -154,12 +154,15 @@ def compare(
             raise HusaiError(f"every latent is dead on these activations in: {', '.join(empty)}")
     enc = [s.W_enc[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
     dec = [s.W_dec[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
-    dicts = enc if encoder else dec
+    dicts, other = (enc, dec) if encoder else (dec, enc)
     sizes = [len(k) for k in keep]
+    # the compared rows' baseline first, drawn as `husai run` draws it; then the other rows'
+    rand = random_dictionaries_like([tuple(d.shape) for d in dicts + other], m.baseline_seed)
+    rand, rand_other = rand[: len(dicts)], rand[len(dicts) :]
+    rand_enc, rand_dec = (rand, rand_other) if encoder else (rand_other, rand)
 
-    trained = pairwise(dicts, m.thresholds, m.block_size, hungarian="auto")
-    rand = [random_dictionaries(1, n, d_in, m.baseline_seed + i)[0] for i, n in enumerate(sizes)]
-    random = pairwise(rand, m.thresholds, m.block_size, hungarian="auto")
+    groups = pairwise_groups({"trained": dicts, "random": rand}, m.thresholds, m.block_size)
+    trained, random = groups["trained"], groups["random"]
     pairs = trained["pairs"]
     n = len(saes)
     dropped = [s.d_sae - k for s, k in zip(saes, sizes, strict=True)]
@@ -168,7 +171,6 @@ def compare(
         "d_in": d_in,
         "d_sae": [s.d_sae for s in saes],
         "rows_compared": rows_name,
-        "pairs": [list(p) for p in pairs],
         "baseline": "matched random unit-Gaussian dictionaries (same shapes); "
         "activation MCC: a random one-to-one pairing of the same latents",
         "direction": f"every score: {HIGHER}",
@@ -178,31 +180,19 @@ def compare(
             "latents_used_per_sae": sizes,
         },
     }
-    groups = {"trained": trained, "random": random}
     methods = sorted(set(trained["hungarian_mcc"]["methods"]))
+    shared = f"{VARIANTS['shared_fraction']}; {rows_name} rows"
     variants = {
         "pwmcc": f"{VARIANTS['pwmcc']}; {rows_name} rows. Song et al.'s 'PWMCC' is the "
         "one-to-one version: see hungarian_mcc",
         "hungarian_mcc": f"mean |cos| over the one-to-one matching maximising total |cos| "
         f"of {rows_name} rows ({'; '.join(methods)}); {HIGHER}",
-        "shared_fraction": f"{VARIANTS['shared_fraction']}; {rows_name} rows",
+        **{f"shared_fraction@{t}": f"{shared} (threshold {t:g})" for t in trained["thresholds"]},
     }
-    for key in ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in m.thresholds]:
-        if key.startswith("shared_fraction@"):
-            t = float(key.split("@")[1])
-            vals = {g: pw["shared_fraction"][t]["values"] for g, pw in groups.items()}
-            mat = trained["shared_fraction"][t]["matrix"]
-            variant = f"{variants['shared_fraction']} (threshold {t:g})"
-        else:
-            vals = {g: pw[key]["values"] for g, pw in groups.items()}
-            mat, variant = trained[key]["matrix"], variants[key]
-        out[key] = summarise_values(vals, mat, variant, m)
+    out.update(summarise_pairwise(groups, m, variants))
 
     # Paulo & Belrose shared latents (encoder and decoder matchings agree, both > threshold)
-    r_enc = [
-        random_dictionaries(1, k, d_in, m.baseline_seed + 1000 + i)[0] for i, k in enumerate(sizes)
-    ]
-    slr = {"trained": [], "random": []}
+    slr: dict[str, list[float]] = {"trained": [], "random": []}
     for i, j in pairs:
         slr["trained"].append(
             shared_latent_rate(
@@ -211,12 +201,17 @@ def compare(
         )
         slr["random"].append(
             shared_latent_rate(
-                r_enc[i], rand[i], r_enc[j], rand[j], shared_threshold, block_size=m.block_size
+                rand_enc[i],
+                rand_dec[i],
+                rand_enc[j],
+                rand_dec[j],
+                shared_threshold,
+                block_size=m.block_size,
             )["rate"]
         )
     out["shared_latent_rate"] = summarise_values(
         slr,
-        _matrix(n, pairs, slr["trained"]),
+        pair_matrix(n, pairs, slr["trained"]),
         "Paulo & Belrose shared latents: fraction of latents (mean over both SAEs) that the "
         "one-to-one encoder-row matching and decoder-row matching pair with the same partner, "
         f"with both |cos| > {shared_threshold:g}; {HIGHER}",
@@ -224,17 +219,18 @@ def compare(
     )
 
     # subspace stability
-    r = subspace_rank or default_rank(d_in, min(sizes), min(sizes))
+    width = dicts[0].shape[1]
+    r = subspace_rank or default_rank(width, min(sizes), min(sizes))
     sub = {"trained": [], "random": []}
     for i, j in pairs:
         sub["trained"].append(subspace_similarity(dicts[i], dicts[j], r))
         sub["random"].append(subspace_similarity(rand[i], rand[j], r))
     out["subspace_similarity"] = summarise_values(
         sub,
-        _matrix(n, pairs, sub["trained"]),
+        pair_matrix(n, pairs, sub["trained"]),
         f"mean cos² of the principal angles between the top-{r} principal directions (right "
         f"singular vectors of the unit {rows_name} rows) of the two SAEs; random r-subspaces "
-        f"score ~ r/d = {r / d_in:.3f}; {HIGHER}",
+        f"score ~ r/d = {r / width:.3f}; {HIGHER}",
         m,
     )
 
@@ -249,9 +245,9 @@ def compare(
                     "sae": str(p),
                     "mean_firing_frequency": float(f.mean()),
                     "n_dead": int((c == 0).sum()),
-                    "dead_fraction": float((c == 0).mean()),
+                    "dead_fraction": q.result()[0]["dead_fraction"],
                 }
-                for p, f, c in zip(paths, freq, counts, strict=True)
+                for p, f, c, q in zip(paths, freq, counts, firing, strict=True)
             ],
             "variant": "firing frequency = fraction of tokens on which a latent is nonzero; "
             "dead = never fires on these activations",
@@ -267,7 +263,7 @@ def compare(
         act = {g: [corr[p][g] for p in pairs] for g in ("trained", "random")}
         out["activation_mcc"] = summarise_values(
             act,
-            _matrix(n, pairs, act["trained"]),
+            pair_matrix(n, pairs, act["trained"]),
             "mean Pearson correlation over tokens of the activations of latent pairs matched "
             f"one-to-one on {rows_name}-row |cos| (the hungarian_mcc matching); a constant "
             f"latent scores 0; baseline: random pairing; {HIGHER}",
@@ -324,11 +320,47 @@ def _per_latent(
 
 
 def write_latents_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Write the per-latent table (one row per latent of every SAE)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    """Write the per-latent table (one row per latent of every SAE), atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return write_text(Path(path), buf.getvalue())
+
+
+def write_comparison(
+    cmp: Comparison,
+    *,
+    json_out: Path | None = None,
+    latents_csv: Path | None = None,
+    figures: Path | None = None,
+) -> list[Path]:
+    """Write what `husai compare` writes, each file atomically: the heatmap and histogram
+    PNGs into `figures` (default: the folder of `json_out`, else of `latents_csv`; none if
+    all three are None), the per-latent CSV, and the JSON summary (with the figures' paths
+    under "figures"). Returns the paths written, in that order."""
+    anchor = json_out or latents_csv
+    fig_dir = Path(figures) if figures is not None else (Path(anchor).parent if anchor else None)
+    written: list[Path] = []
+    summary = cmp.summary
+    if fig_dir is not None:
+        from husai.report import figures as figs
+
+        dead = summary["dead_latents"]
+        note = (
+            "dead latents excluded: " + ", ".join(str(k) for k in dead["dropped_per_sae"])
+            if dead["excluded"]
+            else ""
+        )
+        written += [
+            figs.compare_heatmaps(summary, cmp.labels, fig_dir / "compare_heatmap.png"),
+            figs.latent_best_histogram(
+                cmp.latent_mean_best, fig_dir / "latent_best_hist.png", note
+            ),
+        ]
+        summary = {**summary, "figures": [str(p) for p in written]}
+    if latents_csv is not None:
+        written.append(write_latents_csv(cmp.per_latent, latents_csv))
+    if json_out is not None:
+        written.append(write_json(json_out, summary))
+    return written

@@ -5,149 +5,39 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as fn
 from torch import Tensor
 
 from husai.config import MetricsConfig, SAEConfig
 from husai.metrics import (
-    bootstrap_ci,
-    compare_to_baseline,
-    dead_fraction,
-    explained_variance,
-    firing_counts,
     loss_recovered,
-    mse,
-    pairwise,
-    permutation_test,
+    pairwise_groups,
     random_dictionaries,
-    seed_bootstrap_ci,
+    stream_quality,
+    summarise_pairwise,
 )
 from husai.sae.base import SAE
-from husai.sae.trainer import build_sae
-
-VARIANTS = {
-    "pwmcc": "mean over latents of max |cos| to the other dictionary, symmetrised "
-    "(HUSAI's PWMCC); higher = more consistent",
-    "hungarian_mcc": "mean |cos| over the optimal one-to-one matching (scipy "
-    "linear_sum_assignment); higher = more consistent",
-    "shared_fraction": "fraction of latents (both dictionaries) whose best-match |cos| "
-    "exceeds the threshold; higher = more consistent",
-}
+from husai.sae.trainer import initial_sae
 
 
 def decoders(sae: SAE) -> list[Tensor]:
     return [sae.W_dec[s].detach() for s in range(sae.n_seeds)]
 
 
-def metric_keys(m: MetricsConfig) -> list[str]:
-    return ["pwmcc", "hungarian_mcc"] + [f"shared_fraction@{t}" for t in m.thresholds]
-
-
-def entry(pw: dict[str, Any], key: str) -> dict[str, Any]:
-    """{"matrix", "values"} of one metric in a `metrics.pairwise` result."""
-    if key.startswith("shared_fraction@"):
-        return pw["shared_fraction"][float(key.split("@")[1])]
-    return pw[key]
-
-
-def summarise_values(
-    values: dict[str, list[float]], matrix: Any, variant: str, m: MetricsConfig
-) -> dict[str, Any]:
-    """One metric: per group ("trained", baselines…) mean + CI over pairs, trained − each
-    baseline (CI and one-sided tests), and the trained pairwise matrix."""
-    block: dict[str, Any] = {"variant": variant}
-    for g, vals in values.items():
-        vals = [float(v) for v in vals]
-        ci = bootstrap_ci(vals, level=m.ci_level, n_resamples=m.n_bootstrap, seed=m.baseline_seed)
-        block[g] = {**ci, "pairs": vals}
-    for base in values:
-        if base != "trained":
-            block[f"trained_minus_{base}"] = compare_to_baseline(
-                block["trained"]["pairs"],
-                block[base]["pairs"],
-                level=m.ci_level,
-                n_resamples=m.n_bootstrap,
-                seed=m.baseline_seed,
-            )
-    for base in values:
-        if base != "trained" and len(values[base]) > 1:
-            block[f"trained_minus_{base}"]["permutation"] = permutation_test(
-                block["trained"]["pairs"],
-                block[base]["pairs"],
-                n_resamples=m.n_bootstrap,
-                seed=m.baseline_seed,
-            )
-    _seed_level(block, np.asarray(matrix, dtype=np.float64), m)
-    block["matrix"] = np.asarray(matrix).tolist()
-    return block
-
-
-def _seed_level(block: dict[str, Any], matrix: np.ndarray, m: MetricsConfig) -> None:
-    """Make the trained mean's CI and trained − each baseline's CI seed-bootstrap BCa CIs
-    (resample seeds, not pairs: pairs share seeds, so a pair bootstrap is too narrow); the
-    baseline's mean is held fixed (its spread is far smaller than the trained seeds'). The
-    pair-bootstrap CIs stay under `pair_bootstrap`."""
-    kw = {"level": m.ci_level, "n_resamples": m.n_bootstrap, "seed": m.baseline_seed}
-    t = block["trained"]
-    sb = seed_bootstrap_ci(matrix, method="bca", **kw)
-    t["pair_bootstrap"] = {k: t[k] for k in ("ci_low", "ci_high", "method")}
-    t.update(ci_low=sb["ci_low"], ci_high=sb["ci_high"], method=sb["method"], se=sb["se"])
-    for key in [k for k in block if k.startswith("trained_minus_")]:
-        d = block[key]
-        sb = seed_bootstrap_ci(
-            matrix - block[key.removeprefix("trained_minus_")]["mean"], method="bca", **kw
-        )
-        d["pair_bootstrap"] = {k: d[k] for k in ("ci_low", "ci_high", "ci_method")}
-        d.update(
-            ci_low=sb["ci_low"],
-            ci_high=sb["ci_high"],
-            ci_method=f"{sb['method']}, baseline mean held fixed",
-        )
-
-
-def summarise(groups: dict[str, dict[str, Any]], key: str, m: MetricsConfig) -> dict[str, Any]:
-    """`summarise_values` for one metric of `metrics.pairwise` results, one per group."""
-    values = {g: entry(pw, key)["values"] for g, pw in groups.items()}
-    matrix = entry(groups["trained"], key)["matrix"]
-    return summarise_values(values, matrix, VARIANTS[key.split("@")[0]], m)
-
-
 def consistency(
-    trained: SAE,
-    cfg: SAEConfig,
-    m: MetricsConfig,
-    x: Tensor | None = None,
-    y: Tensor | None = None,
+    trained: SAE, cfg: SAEConfig, m: MetricsConfig, x: Tensor, y: Tensor | None = None
 ) -> dict[str, Any]:
     """Pairwise consistency of trained decoders vs matched random and at-init dictionaries
-    (both of the decoder's width d_out). A data-dependent init (`init: data`, or a
-    transcoder's `fit_init`) needs the training x (and y): the init decoders are then those
-    training starts from."""
+    (both of the decoder's width d_out). The at-init decoders are those training started
+    from (`initial_sae` on the training x, and a transcoder's targets y)."""
     S, F, d_out = trained.n_seeds, trained.d_sae, trained.d_out
-    init = build_sae(cfg, trained.d_in, trained.seeds, d_out=d_out if trained.transcoder else None)
-    with torch.no_grad():
-        if cfg.init == "data":
-            if x is None:
-                raise ValueError("a data-initialised SAE's init baseline needs the activations")
-            from husai.sae.resample import init_from_data
-
-            init_from_data(init, x)
-        if trained.transcoder and x is not None:
-            init.fit_init(x, y)
     dicts = {
         "trained": decoders(trained),
         "random": random_dictionaries(S, F, d_out, m.baseline_seed),
-        "init": decoders(init),
+        "init": decoders(initial_sae(cfg, x, trained.seeds, y)),
     }
-    groups = {
-        g: pairwise(d, thresholds=m.thresholds, block_size=m.block_size) for g, d in dicts.items()
-    }
-    out: dict[str, Any] = {"pairs": [list(p) for p in groups["trained"]["pairs"]]}
-    for key in metric_keys(m):
-        out[key] = summarise(groups, key, m)
-    return out
+    return summarise_pairwise(pairwise_groups(dicts, m.thresholds, m.block_size), m)
 
 
 def recovery_block(sae: SAE, truth_FD: Tensor) -> list[dict[str, Any]]:
@@ -157,31 +47,12 @@ def recovery_block(sae: SAE, truth_FD: Tensor) -> list[dict[str, Any]]:
     return [recovery(truth_FD, w) for w in decoders(sae)]
 
 
-@torch.no_grad()
 def quality(
     sae: SAE, x_ND: Tensor, y_NO: Tensor | None = None, chunk: int = 4096
 ) -> list[dict[str, float]]:
     """Per seed: MSE, explained variance, mean L0, dead fraction over all rows of x; MSE and
     EV against the targets y (a transcoder's; EV relative to y's variance), default x."""
-    ref = x_ND if y_NO is None else y_NO
-    x_hat, l0_sum = [], torch.zeros(sae.n_seeds)
-    fires = torch.zeros(sae.n_seeds, sae.d_sae)
-    for start in range(0, len(x_ND), chunk):
-        codes = sae.encode(x_ND[start : start + chunk])
-        x_hat.append(sae.decode(codes))
-        for s in range(sae.n_seeds):
-            fires[s] += firing_counts(codes[s])
-        l0_sum += (codes > 0).sum(-1).sum(-1).float()
-    recon = torch.cat(x_hat, dim=1)
-    return [
-        {
-            "mse": mse(ref, recon[s]),
-            "explained_variance": explained_variance(ref, recon[s]),
-            "l0": float(l0_sum[s] / len(x_ND)),
-            "dead_fraction": dead_fraction(fires[s : s + 1]),
-        }
-        for s in range(sae.n_seeds)
-    ]
+    return stream_quality(sae.encode, x_ND, sae.decode, y_NO, chunk).result()
 
 
 @torch.no_grad()

@@ -36,11 +36,12 @@ from husai.experiments.evaluate import (
 )
 from husai.io import config_hash, read_json, sha256_file, tensor_hash, write_json
 from husai.metrics import bootstrap_ci
-from husai.sae import build_sae, train_sae
 from husai.sae import load as load_sae
 from husai.sae import save as save_sae
+from husai.sae import train_sae
 from husai.sae.base import SAE
 from husai.sae.io import CFG_FILE
+from husai.sae.trainer import initial_sae
 
 SAE_JOB_VERSION = 4  # 2: structure etc.; 3: permutation tests; 4: data-init baseline
 
@@ -91,8 +92,8 @@ def train_or_load(
         if every and epoch % every == 0:
             points.append(trajectory_point(epoch, now))
 
-    if sae_cfg.init == "random" and y is None:  # at-init point (data inits happen in training)
-        checkpoint(0, build_sae(sae_cfg, x.shape[1], seeds))
+    if sae_cfg.init == "random" and y is None:  # the at-init point
+        checkpoint(0, initial_sae(sae_cfg, x, seeds))
     sae, info = train_sae(
         sae_cfg, x, seeds, y_ND=y, progress=progress, reference=reference, on_epoch=checkpoint
     )

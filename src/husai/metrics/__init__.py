@@ -4,15 +4,18 @@ Consistency (higher = more consistent): ``best_match``, ``pwmcc``, ``shared_frac
 ``hungarian_mcc``, ``pairwise``; one-to-one matching at any size: ``assignment`` (exact or
 sparse top-m), ``Matching``; per latent / activations: ``per_latent_best``,
 ``MatchedCorrelation``, ``matched_correlation``, ``shared_latent_rate`` (Paulo & Belrose);
-subspace stability: ``subspace_similarity``; null baseline: ``random_dictionaries``; statistics:
-``bootstrap_ci``, ``compare_to_baseline``, ``seed_bootstrap_ci`` (resamples seeds, percentile
-or BCa), ``permutation_test``, ``holm``; SAE quality: ``mse``, ``explained_variance``,
-``mean_l0``, ``firing_counts``, ``dead_fraction``, ``loss_recovered``,
-``reconstruction_quality`` (all four at once; a transcoder's against its target); ground truth:
-``recovery``; data: ``effective_rank``.
+subspace stability: ``subspace_similarity``; null baselines: ``random_dictionaries_like`` (any
+shapes, one generator), ``random_dictionaries``; statistics: ``bootstrap_ci``,
+``compare_to_baseline``, ``seed_bootstrap_ci`` (resamples seeds, percentile or BCa),
+``permutation_test``, ``holm``; summaries (metrics.json's and `husai compare`'s consistency
+blocks): ``pairwise_groups``, ``summarise_pairwise``, ``summarise_values``; SAE quality:
+``mse``, ``explained_variance``, ``mean_l0``, ``firing_counts``, ``dead_fraction``,
+``loss_recovered``; all of them streamed over row chunks of S seeds: ``QualityAccumulator``,
+``stream_quality``, and at once ``reconstruction_quality`` (a transcoder's against its
+target); ground truth: ``recovery``; data: ``effective_rank``.
 """
 
-from husai.metrics.baselines import random_dictionaries
+from husai.metrics.baselines import random_dictionaries, random_dictionaries_like
 from husai.metrics.consistency import (
     DEFAULT_BLOCK_SIZE,
     best_match,
@@ -29,6 +32,7 @@ from husai.metrics.latents import (
 )
 from husai.metrics.matching import DEFAULT_TOP_M, EXACT_MAX, Matching, assignment
 from husai.metrics.quality import (
+    QualityAccumulator,
     dead_fraction,
     explained_variance,
     firing_counts,
@@ -36,6 +40,7 @@ from husai.metrics.quality import (
     mean_l0,
     mse,
     reconstruction_quality,
+    stream_quality,
 )
 from husai.metrics.recovery import recovery
 from husai.metrics.spectrum import effective_rank
@@ -47,13 +52,28 @@ from husai.metrics.stats import (
     seed_bootstrap_ci,
 )
 from husai.metrics.subspace import subspace_similarity
+from husai.metrics.summary import (
+    HUNGARIAN,
+    VARIANTS,
+    SummarySettings,
+    metric_entry,
+    metric_keys,
+    pair_matrix,
+    pairwise_groups,
+    summarise_pairwise,
+    summarise_values,
+)
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_TOP_M",
     "EXACT_MAX",
+    "HUNGARIAN",
     "MatchedCorrelation",
     "Matching",
+    "QualityAccumulator",
+    "SummarySettings",
+    "VARIANTS",
     "assignment",
     "best_match",
     "bootstrap_ci",
@@ -66,17 +86,25 @@ __all__ = [
     "hungarian_mcc",
     "loss_recovered",
     "matched_correlation",
+    "metric_entry",
+    "metric_keys",
     "mean_l0",
     "mse",
+    "pair_matrix",
     "pairwise",
+    "pairwise_groups",
     "per_latent_best",
     "permutation_test",
     "pwmcc",
     "random_dictionaries",
+    "random_dictionaries_like",
     "reconstruction_quality",
     "recovery",
     "seed_bootstrap_ci",
     "shared_fraction",
     "shared_latent_rate",
+    "stream_quality",
     "subspace_similarity",
+    "summarise_pairwise",
+    "summarise_values",
 ]

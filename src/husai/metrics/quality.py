@@ -9,10 +9,15 @@ Sums are accumulated in float64; results are Python floats.
 ``x`` is the reference the reconstruction is scored against: an SAE's input, or a
 transcoder's target y (the activations at its output hook; ``x_hat`` is then its [n, d_out]
 prediction, and explained variance is relative to y's variance).
-``reconstruction_quality`` gathers MSE, explained variance, L0 and dead fraction in one dict.
+``QualityAccumulator`` gathers MSE, explained variance, L0, dead fraction and firing counts
+of S seeds streamed over row chunks (``stream_quality`` feeds it from an encoder/decoder);
+``reconstruction_quality`` is the same for rows given at once. The single metrics and the
+accumulator share their arithmetic, so each number has one definition.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -42,22 +47,37 @@ def _out(v: torch.Tensor) -> float | list[float]:
     return v.item() if v.ndim == 0 else v.tolist()
 
 
-def _total(t: torch.Tensor) -> torch.Tensor:
-    """Sum over the last two axes in an order that does not depend on torch's thread count
-    (a full torch reduction splits its input by thread): each row is summed by one thread,
-    the row sums by numpy's pairwise summation."""
-    rows = t.sum(dim=-1).cpu().numpy()
-    return torch.from_numpy(np.asarray(rows.sum(axis=-1)))
+def _sum_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Sum of per-row sums over the last axis by numpy's pairwise summation: an order that
+    does not depend on torch's thread count (a full torch reduction splits its input by
+    thread) nor on how the rows were chunked."""
+    return torch.from_numpy(np.asarray(rows.cpu().numpy().sum(axis=-1)))
 
 
-def _sse(xt: torch.Tensor, ht: torch.Tensor) -> torch.Tensor:
-    return _total((ht.double() - xt.double()).pow(2))
+def _row_sse(xt: torch.Tensor, ht: torch.Tensor) -> torch.Tensor:
+    """Squared error of each row, in float64 (one thread per row): [..., n]."""
+    return (ht.double() - xt.double()).pow(2).sum(dim=-1)
+
+
+def _sst(xt: torch.Tensor) -> torch.Tensor:
+    """Total sum of squares of x around its per-dimension mean (per seed with a seeds axis)."""
+    xd = xt.double()
+    sst = _sum_rows((xd - xd.mean(dim=-2, keepdim=True)).pow(2).sum(dim=-1))
+    if bool((sst == 0).any()):
+        raise HusaiError("x has zero variance; explained variance is undefined")
+    return sst
+
+
+def _l0(counts: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Mean nonzero latents per row from firing counts [..., F]: the total count (exact
+    int64) over the rows, as a float32 quotient (as metrics.json has always reported it)."""
+    return counts.sum(dim=-1).float() / n_rows
 
 
 def mse(x: ArrayLike, x_hat: ArrayLike) -> float | list[float]:
     """Mean squared reconstruction error over all elements; lower = better."""
     xt, ht = _pair(x, x_hat)
-    return _out(_sse(xt, ht) / (ht.shape[-2] * ht.shape[-1]))
+    return _out(_sum_rows(_row_sse(xt, ht)) / (ht.shape[-2] * ht.shape[-1]))
 
 
 def explained_variance(x: ArrayLike, x_hat: ArrayLike) -> float | list[float]:
@@ -67,20 +87,11 @@ def explained_variance(x: ArrayLike, x_hat: ArrayLike) -> float | list[float]:
     mean scores 0; worse reconstructions go negative). Constant ``x`` raises ``HusaiError``.
     """
     xt, ht = _pair(x, x_hat)
-    xd = xt.double()
-    sst = _total((xd - xd.mean(dim=-2, keepdim=True)).pow(2))
-    if bool((sst == 0).any()):
-        raise HusaiError("x has zero variance; explained variance is undefined")
-    return _out(1.0 - _sse(xt, ht) / sst)
+    return _out(1.0 - _sum_rows(_row_sse(xt, ht)) / _sst(xt))
 
 
 def _codes(codes: ArrayLike) -> torch.Tensor:
     return _tensor(codes, "codes") != 0
-
-
-def mean_l0(codes: ArrayLike) -> float | list[float]:
-    """Mean number of nonzero latents per row (L0 sparsity); lower = sparser."""
-    return _out(_codes(codes).sum(dim=-1).double().mean(dim=-1))
 
 
 def firing_counts(codes: ArrayLike) -> torch.Tensor:
@@ -88,29 +99,111 @@ def firing_counts(codes: ArrayLike) -> torch.Tensor:
     return _codes(codes).sum(dim=-2)
 
 
+def mean_l0(codes: ArrayLike) -> float | list[float]:
+    """Mean number of nonzero latents per row (L0 sparsity); lower = sparser."""
+    c = _tensor(codes, "codes")
+    return _out(_l0(firing_counts(c), c.shape[-2]))
+
+
 def dead_fraction(codes: ArrayLike) -> float | list[float]:
     """Fraction of latents that never fire on the given rows; lower = better."""
     return _out((firing_counts(codes) == 0).double().mean(dim=-1))
+
+
+class QualityAccumulator:
+    """Reconstruction quality of S seeds, fed chunk by chunk of rows (in order).
+
+    ``update(codes [S, B, F], target [B, d] or [S, B, d], recon [S, B, d])``; without a
+    seeds axis (codes [B, F], recon [B, d]) it is one seed. ``target`` and ``recon`` may be
+    left out of every chunk (codes only: L0, dead fraction, firing counts). ``result()``: one
+    dict per seed with ``mse`` and ``explained_variance`` (when reconstructions were fed),
+    ``l0`` and ``dead_fraction``: the numbers ``mse``, ``explained_variance``, ``mean_l0``
+    and ``dead_fraction`` give on all rows at once, however the rows are chunked.
+    ``counts``: firing counts, int64 [S, F]. Memory: one float64 per row and seed, plus the
+    fed target chunks (kept as given, for the SST about the mean of all rows).
+    """
+
+    def __init__(self) -> None:
+        self.counts: torch.Tensor | None = None
+        self.n_rows = 0
+        self._sse: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def update(
+        self, codes: ArrayLike, target: ArrayLike | None = None, recon: ArrayLike | None = None
+    ) -> None:
+        c = _tensor(codes, "codes")
+        c = c.unsqueeze(0) if c.ndim == 2 else c
+        if (target is None) != (recon is None):
+            raise HusaiError("give both the target and its reconstruction, or neither")
+        if self.n_rows and (recon is not None) != bool(self._sse):
+            raise HusaiError("give every chunk's reconstruction, or none")
+        if self.counts is not None and len(c) != len(self.counts):
+            raise HusaiError(f"codes have {len(c)} seeds, earlier chunks {len(self.counts)}")
+        if recon is not None:
+            xt, ht = _pair(target, recon)
+            ht = ht.unsqueeze(0) if ht.ndim == 2 else ht
+            if ht.shape[:-1] != c.shape[:-1]:
+                raise HusaiError(
+                    f"codes and x_hat have different row counts (or seeds): codes "
+                    f"{tuple(c.shape)}, x_hat {tuple(ht.shape)}"
+                )
+            if self._targets and self._targets[0].ndim != xt.ndim:
+                raise HusaiError("targets changed between chunks from shared to per seed")
+            self._sse.append(_row_sse(xt, ht))
+            self._targets.append(xt)
+        counts = (c != 0).sum(dim=-2)
+        self.counts = counts if self.counts is None else self.counts + counts
+        self.n_rows += c.shape[-2]
+
+    def result(self) -> list[dict[str, float]]:
+        if self.counts is None:
+            raise HusaiError("no rows were given to the quality accumulator")
+        values: dict[str, list[float]] = {}
+        if self._sse:
+            sse = _sum_rows(torch.cat(self._sse, dim=-1))
+            target = torch.cat(self._targets, dim=-2)
+            values["mse"] = (sse / (self.n_rows * target.shape[-1])).tolist()
+            values["explained_variance"] = (1.0 - sse / _sst(target)).tolist()
+        values["l0"] = _l0(self.counts, self.n_rows).tolist()
+        values["dead_fraction"] = (self.counts == 0).double().mean(dim=-1).tolist()
+        return [dict(zip(values, v, strict=True)) for v in zip(*values.values(), strict=True)]
+
+
+@torch.no_grad()
+def stream_quality(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    x_ND: torch.Tensor,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    target_NO: torch.Tensor | None = None,
+    chunk: int = 4096,
+) -> QualityAccumulator:
+    """Encode x chunk by chunk of rows (``encode``: [B, D] → codes [S, B, F], e.g. an SAE
+    ensemble's) and, given ``decode`` (codes → [S, B, O]), score the reconstructions against
+    ``target_NO`` (a transcoder's targets y; default x): a fed ``QualityAccumulator``."""
+    ref = x_ND if target_NO is None else target_NO
+    if len(ref) != len(x_ND):
+        raise HusaiError(f"x and the targets have different row counts ({len(x_ND)} vs {len(ref)})")
+    acc = QualityAccumulator()
+    for start in range(0, len(x_ND), chunk):
+        codes = encode(x_ND[start : start + chunk])
+        if decode is None:
+            acc.update(codes)
+        else:
+            acc.update(codes, ref[start : start + chunk], decode(codes))
+    return acc
 
 
 def reconstruction_quality(
     target: ArrayLike, recon: ArrayLike, codes: ArrayLike
 ) -> dict[str, float] | list[dict[str, float]]:
     """{"mse", "explained_variance", "l0", "dead_fraction"} of a reconstruction of `target`
-    (an SAE's input, a transcoder's target y) from `codes`; one dict per seed when `recon`
-    and `codes` have a seeds axis."""
-    n_codes, n_recon = _tensor(codes, "codes").shape[-2], _tensor(recon, "x_hat").shape[-2]
-    if n_codes != n_recon:
-        raise HusaiError(f"codes and x_hat have different row counts ({n_codes} vs {n_recon})")
-    values = {
-        "mse": mse(target, recon),
-        "explained_variance": explained_variance(target, recon),
-        "l0": mean_l0(codes),
-        "dead_fraction": dead_fraction(codes),
-    }
-    if isinstance(values["mse"], list):
-        return [dict(zip(values, v, strict=True)) for v in zip(*values.values(), strict=True)]
-    return values  # type: ignore[return-value]
+    (an SAE's input, a transcoder's target y) from `codes` (`QualityAccumulator` fed once);
+    one dict per seed when `recon` and `codes` have a seeds axis."""
+    acc = QualityAccumulator()
+    acc.update(codes, target, recon)
+    per_seed = acc.result()
+    return per_seed if _tensor(recon, "x_hat").ndim == 3 else per_seed[0]
 
 
 def loss_recovered(clean_loss: float, spliced_loss: float, ablated_loss: float) -> float:

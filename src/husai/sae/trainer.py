@@ -77,6 +77,40 @@ def _matrix(x: Tensor, what: str) -> Tensor:
     return x
 
 
+def _inputs(cfg: SAEConfig, x_ND: Tensor, y_ND: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Validated float activations (and targets) for training."""
+    x_ND = _matrix(x_ND, "activations")
+    if y_ND is None:
+        return x_ND, None
+    y_ND = _matrix(y_ND, "targets")
+    if len(y_ND) != len(x_ND):
+        raise HusaiError(
+            f"activations and targets have different row counts ({len(x_ND)} vs {len(y_ND)})"
+        )
+    if cfg.init == "data" or cfg.resample_every_epochs:
+        raise HusaiError("init: data and resampling are for SAEs, not transcoders")
+    return x_ND, y_ND
+
+
+def _initial(cfg: SAEConfig, x_ND: Tensor, seeds: Sequence[int], y_ND: Tensor | None) -> SAE:
+    d_out = None if y_ND is None else y_ND.shape[1]
+    sae = build_sae(cfg, x_ND.shape[1], seeds, d_out=d_out)
+    if cfg.init == "data":
+        init_from_data(sae, x_ND)
+    sae.fit_init(x_ND, y_ND)
+    return sae
+
+
+def initial_sae(
+    cfg: SAEConfig, x_ND: Tensor, seeds: Sequence[int], y_ND: Tensor | None = None
+) -> SAE:
+    """The ensemble `train_sae` starts from on the same inputs, before its first step: the
+    architecture's seeded random init, then (`init: data`) decoder rows from the data, then
+    the data-dependent `SAE.fit_init` (with targets y: a transcoder). The at-init baseline."""
+    x_ND, y_ND = _inputs(cfg, x_ND, y_ND)
+    return _initial(cfg, x_ND, seeds, y_ND)
+
+
 def train_sae(
     cfg: SAEConfig,
     x_ND: Tensor,
@@ -88,25 +122,13 @@ def train_sae(
     on_epoch: Callable[[int, SAE], None] | None = None,
 ) -> tuple[SAE, dict[str, list[float]]]:
     """Train one SAE per seed on activations [N, D] (or, given targets y [N, O], one
-    transcoder x → y); returns the ensemble and final losses (MSE against the target).
-    `reference` [G, O]: the frozen decoder that consistency_penalty "reference" and
-    "assignment" pull towards (husai.sae.regularise; e.g. `train_reference`)."""
-    x_ND = _matrix(x_ND, "activations")
-    N, D = x_ND.shape
-    if y_ND is None:
-        sae = build_sae(cfg, D, seeds)
-    else:
-        y_ND = _matrix(y_ND, "targets")
-        if len(y_ND) != N:
-            raise HusaiError(
-                f"activations and targets have different row counts ({N} vs {len(y_ND)})"
-            )
-        if cfg.init == "data" or cfg.resample_every_epochs:
-            raise HusaiError("init: data and resampling are for SAEs, not transcoders")
-        sae = build_sae(cfg, D, seeds, d_out=y_ND.shape[1])
-    if cfg.init == "data":
-        init_from_data(sae, x_ND)
-    sae.fit_init(x_ND, y_ND)
+    transcoder x → y), starting from `initial_sae`; returns the ensemble and final losses
+    (MSE against the target). `reference` [G, O]: the frozen decoder that
+    consistency_penalty "reference" and "assignment" pull towards (husai.sae.regularise;
+    e.g. `train_reference`)."""
+    x_ND, y_ND = _inputs(cfg, x_ND, y_ND)
+    N = len(x_ND)
+    sae = _initial(cfg, x_ND, seeds, y_ND)
     consistency = make_regulariser(cfg, len(seeds), sae.d_out, reference)
     sae.start_training(N)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
