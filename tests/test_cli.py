@@ -182,8 +182,8 @@ def test_synthetic_command_writes_a_file_every_command_reads(tmp_path: Path) -> 
             "6",
             "--n-samples",
             "500",
-            "--set",
-            "frequency=zipf",
+            "--frequency",
+            "zipf",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -215,3 +215,70 @@ def test_synthetic_command_writes_a_file_every_command_reads(tmp_path: Path) -> 
     assert (
         res.exit_code == 2 and "synthetic: d" in res.output and not (tmp_path / "bad.st").exists()
     )
+
+
+def _flat_help(command: str) -> str:
+    """`husai <command> --help` on one line (box drawing and wrapping removed)."""
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    return " ".join(res.output.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+def _same_value(a: str, b: str) -> bool:
+    def norm(v: str) -> str:
+        v = v.strip().strip("'\"")
+        return "null" if v == "None" else "".join(c for c in v if c not in "()[] ")
+
+    return norm(a) == norm(b)
+
+
+def test_train_sae_options_are_generated_from_the_configs() -> None:
+    import re
+
+    from husai.cli import SAE_FIELDS
+    from husai.sae import REGISTRY
+
+    train, run = _flat_help("train-sae"), _flat_help("run")
+    assert f"<{'|'.join(sorted(REGISTRY))}>" in train  # every architecture is a choice
+    flags = "|".join(re.escape(f"--{n.replace('_', '-')}") for n in SAE_FIELDS)
+    for name in SAE_FIELDS:
+        flag = re.escape(f"--{name.replace('_', '-')}")
+        cli = re.search(rf"{flag} <[^>]*> (?:(?!{flags}).)*?\[default: ([^\]]*)\]", train)
+        ref = re.search(rf"saes\[\]\.{name}(?: \([a-z_, ]+\))? = (.*?): ", run)
+        assert cli and ref, name
+        assert _same_value(cli.group(1), ref.group(1)), (name, cli.group(1), ref.group(1))
+    assert "--l1-coefficient" in train and _same_value(
+        re.search(r"saes\[\]\.l1_coefficient \(gated, relu\) = (.*?): ", run).group(1), "1.0"
+    )
+    assert "saes[].k (batchtopk, hierarchical_topk, matryoshka, topk) = 32: " in run
+
+
+def test_train_sae_passes_only_the_options_given(tmp_path: Path) -> None:
+    import torch
+
+    from husai.activations import save_activations
+
+    acts = tmp_path / "a.safetensors"
+    save_activations(acts, torch.randn(64, 4, generator=torch.Generator().manual_seed(0)), {})
+    base = ["train-sae", str(acts), "--d-sae", "8", "--epochs", "1", "--seeds", "1,2"]
+    res = runner.invoke(
+        app,
+        [*base, "--out", str(tmp_path / "r"), "--architecture", "relu", "--l1-coefficient", "0.5"],
+    )
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "r" / "seed_2" / "cfg.json").read_text())["husai"]["config"]
+    assert saved["l1_coefficient"] == 0.5 and "k" not in saved and saved["d_sae"] == 8
+    res = runner.invoke(
+        app,
+        [*base, "--out", str(tmp_path / "m"), "--architecture", "matryoshka", "--k", "2"]
+        + ["--prefix-sizes", "0.5,1", "--aux-k", "null", "--consistency-penalty", "reference"],
+    )
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "m" / "seed_1" / "cfg.json").read_text())["husai"]["config"]
+    assert saved["prefix_sizes"] == [0.5, 1.0] and saved["k"] == 2 and saved["aux_k"] is None
+    res = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "x"), "--architecture", "relu"] + ["--k", "3"]
+    )
+    assert res.exit_code == 2 and not (tmp_path / "x").exists()
+    assert "k is not a field of architecture relu (it belongs to" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -18,8 +18,8 @@ def test_overrides_apply_to_their_data_set_only() -> None:
             "saes": [{"architecture": "topk"}, {"architecture": "batchtopk", "k": 8}],
         }
     )
-    assert [(s.k, s.d_sae) for s in cfg.saes_for(cfg.data[0])] == [(32, 1024), (8, 1024)]
-    assert [(s.k, s.d_sae) for s in cfg.saes_for(cfg.data[1])] == [(4, 64), (4, 64)]
+    assert [(s.params.k, s.d_sae) for s in cfg.saes_for(cfg.data[0])] == [(32, 1024), (8, 1024)]
+    assert [(s.params.k, s.d_sae) for s in cfg.saes_for(cfg.data[1])] == [(4, 64), (4, 64)]
     assert [s.label for s in cfg.saes_for(cfg.data[1])] == ["topk", "batchtopk"]
 
 
@@ -43,5 +43,6 @@ def test_target_l0_sets_k_for_the_topk_family_and_overrides_it() -> None:
     data = [{"name": "syn", "source": "synthetic", "sae_overrides": {"target_l0": 4}}]
     saes = [{"architecture": "topk", "target_l0": 32}, {"architecture": "relu", "target_l0": 32}]
     cfg = parse_run_config({"data": data, "saes": saes})
-    assert cfg.saes[0].k == 32
-    assert [(s.k, s.target_l0) for s in cfg.saes_for(cfg.data[0])] == [(4, 4), (32, 4)]
+    assert cfg.saes[0].params.k == 32
+    over = cfg.saes_for(cfg.data[0])
+    assert [(s.model_dump().get("k"), s.target_l0) for s in over] == [(4, 4), (None, 4)]

@@ -53,7 +53,7 @@ def _jobs(run_dir: Path) -> dict:
 def test_sweep_expands_into_labelled_saes_in_grid_order(tiny_dict: dict) -> None:
     cfg = parse_run_config(sweep_dict(tiny_dict))
     assert [s.label for s in cfg.saes] == LABELS
-    assert [(s.k, s.d_sae, s.epochs) for s in cfg.saes] == [
+    assert [(s.params.k, s.d_sae, s.epochs) for s in cfg.saes] == [
         (2, 16, 2),
         (2, 32, 2),
         (4, 16, 2),
@@ -68,13 +68,13 @@ def test_sweep_expands_into_labelled_saes_in_grid_order(tiny_dict: dict) -> None
     ]
     assert parse_run_config(cfg.model_dump(mode="json")) == cfg  # a dumped config reloads
     archs = parse_run_config(
-        sweep_dict(tiny_dict, architecture=["topk", "relu"], l1_coefficient=[0.5, 2.0])
+        sweep_dict(tiny_dict, architecture=["relu", "gated"], l1_coefficient=[0.5, 2.0])
     )
     assert [s.label for s in archs.saes] == [
-        "topk_l1c0.5",
-        "topk_l1c2",
         "relu_l1c0.5",
         "relu_l1c2",
+        "gated_l1c0.5",
+        "gated_l1c2",
     ]
 
 
@@ -90,6 +90,11 @@ def test_sweep_expands_into_labelled_saes_in_grid_order(tiny_dict: dict) -> None
         ({"base": {"k": 4}, "grid": {"k": [8]}}, "'k' is in both base and grid"),
         ({"grid": {"k": [64], "d_sae": [32]}}, "sweep: point topk_k64_d32: k (64) must be ≤ d_sae"),
         ({"grid": {"architecture": ["nope"]}}, "unknown architecture 'nope'"),
+        (
+            {"grid": {"architecture": ["topk", "relu"], "l1_coefficient": [0.5]}},
+            "sweep: point topk_l1c0.5: l1_coefficient is not a field of architecture topk "
+            "(it belongs to gated, relu)",
+        ),
     ],
 )
 def test_bad_sweeps_are_one_line_errors(sweep: dict, needle: str) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import typer
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -41,9 +45,85 @@ def user_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# -- options generated from the config models ---------------------------------------------
+NULL = "null"
+
+
+def _cli_type(ann: Any) -> tuple[Any, Callable[[str], Any], str | None]:
+    """(the type typer parses, the conversion of a given value for pydantic, a metavar) of a
+    field: plain int / float / str / bool / Literal as they are; optional and tuple fields
+    as text (`null` = None; a tuple comma-separated), which pydantic validates."""
+    args = get_args(ann)
+    if get_origin(ann) in (Union, types.UnionType) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        conv = _cli_type(inner)[1]
+        name = getattr(inner, "__name__", "value")
+        return str, lambda v: None if v.lower() in (NULL, "none") else conv(v), f"<{name}|{NULL}>"
+    if get_origin(ann) is tuple:
+        name = getattr(args[0], "__name__", "value") if args else "value"
+        return str, lambda v: [x.strip() for x in v.split(",")], f"<{name},...>"
+    if ann in (int, float, str, bool) or get_origin(ann) is Literal:
+        return ann, lambda v: v, None
+    return str, lambda v: v, None
+
+
+def _cli_default(value: Any) -> Any:
+    """A default as the command line would give it (shown by --help, never passed on)."""
+    if value is None:
+        return NULL
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return value
+
+
+def config_options(
+    fields: dict[str, FieldInfo], choices: dict[str, tuple[str, ...]] | None = None
+) -> Callable[[F], F]:
+    """Add one option per config field to a command `f(ctx, ..., **fields)`: the field's
+    description as help, its pydantic default as the shown default (`choices`: a str field's
+    allowed values). `given(ctx, fields)` then returns only the options given on the command
+    line, so a field's default is always the config model's own."""
+
+    def wrap(f: F) -> F:
+        sig = inspect.signature(f, eval_str=True)
+        fixed = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        extra = []
+        for name, field in fields.items():
+            ann = field.annotation
+            if choices and name in choices:
+                ann = Literal[choices[name]]  # type: ignore[valid-type]
+            cli, _, metavar = _cli_type(ann)
+            opt = typer.Option(
+                f"--{name.replace('_', '-')}", help=field.description, metavar=metavar
+            )
+            default = _cli_default(field.get_default(call_default_factory=True))
+            kind = inspect.Parameter.KEYWORD_ONLY
+            extra.append(
+                inspect.Parameter(name, kind, default=default, annotation=Annotated[cli, opt])
+            )
+        f.__signature__ = sig.replace(parameters=[*fixed, *extra])  # type: ignore[attr-defined]
+        return f
+
+    return wrap
+
+
+def given(
+    ctx: typer.Context, fields: dict[str, FieldInfo], values: dict[str, Any]
+) -> dict[str, Any]:
+    """The config-field options that were given on the command line, converted for pydantic."""
+    out = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)  # typer's vendored click: compare by name
+        if name in fields and source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            out[name] = _cli_type(fields[name].annotation)[1](value)
+    return out
+
+
 def config_reference() -> str:
-    """Every RunConfig field with its default and description (for `husai run --help`)."""
+    """Every RunConfig field with its default and description (for `husai run --help`);
+    an architecture's own SAE fields name the architectures that have them."""
     from husai.config import DataConfig, RunConfig, SAEConfig, SweepConfig
+    from husai.sae.registry import REGISTRY, field_owners
 
     lines: list[str] = []
 
@@ -51,19 +131,25 @@ def config_reference() -> str:
         keys = ("name", "architecture", "source")
         return {k: getattr(item, k) for k in keys if getattr(item, k, None) is not None}
 
+    def line(name: str, field: FieldInfo) -> str:
+        if field.is_required():
+            return f"{name} (required): {field.description or ''}"
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, tuple) and default and isinstance(default[0], BaseModel):
+            default = [short(d) for d in default]
+        return f"{name} = {default!r}: {field.description or ''}"
+
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if model is SAEConfig and name == "params":
+                for own, archs in field_owners().items():
+                    f = REGISTRY[archs[0]].Params.model_fields[own]
+                    lines.append(line(f"{prefix}{own} ({', '.join(archs)})", f))
+            elif isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, f"{prefix}{name}.")
-                continue
-            default = field.get_default(call_default_factory=True)
-            if field.is_required():
-                lines.append(f"{prefix}{name} (required): {field.description or ''}")
-                continue
-            if isinstance(default, tuple) and default and isinstance(default[0], BaseModel):
-                default = [short(d) for d in default]
-            lines.append(f"{prefix}{name} = {default!r}: {field.description or ''}")
+            else:
+                lines.append(line(prefix + name, field))
 
     walk(RunConfig, "")
     walk(DataConfig, "data[].")
@@ -305,53 +391,67 @@ def extract(
     typer.echo(f"{out}: {tuple(acts.shape)} activations of {hook} ({position}, {split})")
 
 
+def _sae_fields() -> dict[str, FieldInfo]:
+    """train-sae's options: SAEConfig's shared fields (but the trajectory, which `husai run`
+    records), then every architecture's own fields (one definition per name, tested)."""
+    from husai.config import SAEConfig
+    from husai.sae.registry import REGISTRY, field_owners
+
+    shared = SAEConfig.model_fields.items()
+    out = {n: f for n, f in shared if n not in ("params", "trajectory_every_epochs")}
+    for name, archs in field_owners().items():
+        out[name] = f = copy.copy(REGISTRY[archs[0]].Params.model_fields[name])
+        f.description = f"({', '.join(archs)}) {f.description}"
+    return out
+
+
+def _architectures() -> tuple[str, ...]:
+    from husai.sae.registry import REGISTRY
+
+    return tuple(sorted(REGISTRY))
+
+
+SAE_FIELDS = _sae_fields()
+
+
 @app.command("train-sae")
 @user_errors
+@config_options(SAE_FIELDS, choices={"architecture": _architectures()})
 def train_sae_cmd(
+    ctx: typer.Context,
     activations: Annotated[Path, typer.Argument(help="activation file (.safetensors)")],
     out: Annotated[Path, typer.Option(help="directory; one seed_<n>/ per seed")],
-    architecture: Annotated[
-        str, typer.Option(help="topk | relu | batchtopk | matryoshka | jumprelu | gated")
-    ] = "topk",
-    d_sae: Annotated[int, typer.Option(help="latents")] = 1024,
-    k: Annotated[int, typer.Option(help="TopK k")] = 32,
-    l1_coefficient: Annotated[float, typer.Option(help="ReLU L1 weight")] = 3e-3,
-    epochs: Annotated[int, typer.Option()] = 20,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    batch_size: Annotated[int, typer.Option()] = 256,
     seeds: Annotated[str, typer.Option(help="comma-separated")] = "42,123,456,789,1011",
+    **fields: Any,
 ) -> None:
-    """Train one SAE configuration over several seeds (together) on an activation file."""
+    """Train one SAE configuration over several seeds (together) on an activation file.
+    Options not given take the config's defaults (`husai run --help`, saes[])."""
     from pydantic import ValidationError
 
     from husai.activations import load_activations
     from husai.config import SAEConfig, _format_error
     from husai.sae import save, train_sae
+    from husai.sae.regularise import train_reference
 
     try:
-        cfg = SAEConfig(
-            architecture=architecture,
-            d_sae=d_sae,
-            k=k,
-            l1_coefficient=l1_coefficient,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-        )
+        cfg = SAEConfig.model_validate(given(ctx, SAE_FIELDS, fields))
         seed_list = [int(s) for s in seeds.split(",")]
     except ValidationError as e:
         raise HusaiError(_format_error(e)) from None
     except ValueError:
         raise HusaiError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
     x, _ = load_activations(activations)
-    sae, info = train_sae(cfg, x, seed_list)
+    reference = None
+    if cfg.consistency_penalty in ("reference", "assignment"):
+        reference = train_reference(cfg, x, seed_list)
+    sae, info = train_sae(cfg, x, seed_list, reference=reference)
     for s, seed in enumerate(seed_list):
         save(
             sae.select(s),
             out / f"seed_{seed}",
             extra={"final_train_mse": info["final_train_mse"][s]},
         )
-    typer.echo(f"{out}: {len(seed_list)} {architecture} SAEs ({x.shape[1]}→{sae.d_sae})")
+    typer.echo(f"{out}: {len(seed_list)} {cfg.architecture} SAEs ({x.shape[1]}→{sae.d_sae})")
 
 
 def _compare_table(res: dict[str, Any], n: int) -> Table:
@@ -462,49 +562,33 @@ def compare(
         typer.echo(f"wrote {path}")
 
 
+def _synthetic_fields() -> dict[str, FieldInfo]:
+    from husai.synthetic import SyntheticConfig
+
+    return dict(SyntheticConfig.model_fields)
+
+
+SYNTHETIC_FIELDS = _synthetic_fields()
+
+
 @app.command()
 @user_errors
+@config_options(SYNTHETIC_FIELDS)
 def synthetic(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="activation file to write (.safetensors)")],
-    n_features: Annotated[int, typer.Option(help="true features")] = 64,
-    d: Annotated[int, typer.Option(help="activation width")] = 32,
-    n_samples: Annotated[int, typer.Option(help="rows")] = 20_000,
-    k_active: Annotated[float, typer.Option(help="mean active features per row")] = 3.0,
-    regime: Annotated[str, typer.Option(help="sparse | dense (Gaussian codes)")] = "sparse",
-    coherence: Annotated[float | None, typer.Option(help="max |cos| between features")] = None,
-    noise_std: Annotated[float, typer.Option(help="Gaussian noise per coordinate")] = 0.01,
-    seed: Annotated[int, typer.Option()] = 0,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="any other SyntheticConfig field, KEY=VALUE (repeatable)"),
-    ] = None,
+    **fields: Any,
 ) -> None:
     """Write synthetic activations with known ground-truth features (tensor `features`)."""
-    import yaml
     from pydantic import ValidationError
 
     from husai.config import _format_error
     from husai.synthetic import SyntheticConfig, load_ground_truth, max_coherence, write_synthetic
 
-    fields: dict[str, Any] = {
-        "n_features": n_features,
-        "d": d,
-        "n_samples": n_samples,
-        "k_active": k_active,
-        "regime": regime,
-        "coherence": coherence,
-        "noise_std": noise_std,
-        "seed": seed,
-    }
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise HusaiError(f"--set expects KEY=VALUE, got {item!r}")
-        fields[key.strip()] = yaml.safe_load(value)
     try:
-        cfg = SyntheticConfig.model_validate(fields)
+        cfg = SyntheticConfig.model_validate(given(ctx, SYNTHETIC_FIELDS, fields))
     except ValidationError as e:
-        raise HusaiError(_format_error(e).replace("config: ", "synthetic: ", 1)) from None
+        raise HusaiError(_format_error(e, "synthetic")) from None
     write_synthetic(cfg, out)
     truth = load_ground_truth(out)
     typer.echo(

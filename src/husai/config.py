@@ -1,7 +1,9 @@
 """Typed, validated configs. Field descriptions double as `husai run --help` documentation.
 
 Every config is frozen and forbids unknown keys; `load_run_config` turns any validation
-problem into one `HusaiError` line naming the field.
+problem into one `HusaiError` line naming the field. `SAEConfig` (the shared SAE fields plus
+the architecture's own `params`, given flat) lives with the architectures in
+`husai.sae.config` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from husai.errors import HusaiError
+from husai.sae.config import SAEConfig
+from husai.sae.config import format_error as _format_error
+from husai.sae.registry import REGISTRY, field_owners
+
+__all__ = ["SAEConfig"]  # re-exported (with the configs defined here)
 
 try:  # Python 3.11+
     import tomllib
@@ -102,177 +109,6 @@ class ActivationConfig(Strict):
     )
 
 
-class SAEConfig(Strict):
-    """One SAE configuration; trained once per seed (all seeds together as an ensemble)."""
-
-    name: str | None = Field(None, description="label in reports (default: architecture)")
-    architecture: str = Field(
-        "topk",
-        description="registered architecture: topk, hierarchical_topk, relu, batchtopk, "
-        "matryoshka, jumprelu, gated",
-    )
-    d_sae: int | None = Field(1024, gt=0, description="number of latents")
-    expansion_factor: float | None = Field(
-        None, gt=0, description="d_sae = expansion_factor × d_in (used when d_sae is null)"
-    )
-    k: int = Field(32, gt=0, description="active latents per input (TopK family)")
-    auxk_coefficient: float = Field(
-        0.0,
-        ge=0,
-        description="TopK family: weight of the AuxK dead-latent loss (Gao et al. 2024, who use "
-        "1/32); 0 = off. The top aux_k dead latents reconstruct the residual x - x̂ (same units "
-        "as the MSE, scaled by min(1, n_dead / aux_k) as sae-lens/sparsify)",
-    )
-    aux_k: int | None = Field(
-        None,
-        gt=0,
-        description="TopK family: dead latents used by AuxK (null = d_out // 2; d_out = d_in "
-        "unless a transcoder)",
-    )
-    dead_tokens_threshold: int | None = Field(
-        None,
-        gt=0,
-        description="TopK family: a latent is dead after this many training tokens without "
-        "firing (null = one epoch, i.e. the training-set size)",
-    )
-    prefix_sizes: tuple[float, ...] = Field(
-        (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0),
-        min_length=1,
-        description="Matryoshka: nested dictionary prefixes as fractions of d_sae in (0, 1]; "
-        "the full dictionary is always one of them",
-    )
-    l1_coefficient: float = Field(
-        1.0,
-        ge=0,
-        description="L1 penalty weight (ReLU) on codes × decoder-row norms; MSE is summed over d_in"
-        " (1.0 gives the default toy model an EV close to TopK k=32)",
-    )
-    l0_coefficient: float = Field(
-        1.0,
-        ge=0,
-        description="JumpReLU: weight of the L0 penalty (active latents per input, with a "
-        "straight-through gradient for the thresholds); MSE is summed over d_in",
-    )
-    target_l0: float | None = Field(
-        None,
-        gt=0,
-        description="the L0 every architecture aims for (one knob for matched-sparsity "
-        "comparisons): TopK family: sets k (must be a whole number); relu, jumprelu, gated: "
-        "the sparsity weight (starting from l1_coefficient / l0_coefficient) is adapted "
-        "during training so that L0 approaches it (husai.sae.l0_target); null = off",
-    )
-    jumprelu_bandwidth: float = Field(
-        0.05,
-        gt=0,
-        description="JumpReLU: width of the rectangle kernel of the threshold's "
-        "straight-through gradient, as a fraction of the batch's RMS norm of x - b_dec "
-        "(the paper's 0.001 is too narrow for short runs: thresholds barely move)",
-    )
-    jumprelu_init_threshold: float = Field(
-        0.001, ge=0, description="JumpReLU: initial threshold of every latent (absolute)"
-    )
-    init: Literal["random", "data"] = Field(
-        "random",
-        description="decoder init: random unit rows, or unit directions of sampled, centred "
-        "training rows (encoder tied to the decoder either way)",
-    )
-    resample_every_epochs: int = Field(
-        0,
-        ge=0,
-        description="resample dead latents (Bricken et al. 2023) after every n-th epoch of the "
-        "first half of training; 0 = off",
-    )
-    consistency_penalty: Literal["none", "reference", "assignment", "joint"] = Field(
-        "none",
-        description="consistency-regularised training (husai.sae.regularise): add "
-        "consistency_lambda × (1 − mean matched |cos| of the decoder rows) to each seed's loss; "
-        "partners: reference = each latent's best match in a frozen reference decoder; "
-        "assignment = a one-to-one (Hungarian) matching to it; joint = matchings to the "
-        "other seeds of the ensemble (no reference)",
-    )
-    consistency_lambda: float = Field(
-        0.0,
-        ge=0,
-        description="weight of the consistency penalty (dimensionless, in [0, λ], while the "
-        "MSE is summed over d_in); 0 = trained as without the penalty, which is still reported",
-    )
-    reassign_every: int = Field(
-        50,
-        gt=0,
-        description="assignment, joint: recompute the Hungarian matchings every this many "
-        "steps (fixed in between; joint: S(S−1)/2 matchings, ~0.05–0.2 s each at 1024 latents)",
-    )
-    reference_seed: int | None = Field(
-        None,
-        description="reference, assignment: seed of the default reference decoder, this config "
-        "trained without the penalty (husai.sae.regularise.train_reference); null = the run's "
-        "first seed",
-    )
-    trajectory_every_epochs: int = Field(
-        0,
-        ge=0,
-        description="record the cross-seed PWMCC of the decoders every n epochs of training "
-        "(the consistency trajectory: does agreement grow, plateau or fall?); 0 = off",
-    )
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    epochs: int = Field(20, gt=0, description="passes over the activation set")
-    batch_size: int = Field(256, gt=0, description="activations per step")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _k_from_target_l0(cls, data: Any) -> Any:
-        """TopK family: target_l0 sets k (an explicit, different k is an error)."""
-        from husai.sae.registry import REGISTRY
-
-        if not isinstance(data, dict) or data.get("target_l0") is None:
-            return data
-        arch = REGISTRY.get(data.get("architecture", "topk"))
-        if arch is None or not arch.uses_k:
-            return data
-        target = data["target_l0"]
-        if not float(target).is_integer():
-            raise ValueError(f"target_l0 ({target}) sets k here: it must be a whole number")
-        if data.get("k") not in (None, int(target)):
-            raise ValueError(f"k ({data['k']}) and target_l0 ({target}) disagree; set one")
-        return {**data, "k": int(target)}
-
-    @model_validator(mode="after")
-    def _check(self) -> SAEConfig:
-        from husai.sae.registry import REGISTRY
-
-        if self.architecture not in REGISTRY:
-            raise ValueError(
-                f"unknown architecture {self.architecture!r} (known: {', '.join(sorted(REGISTRY))})"
-            )
-        if any(not 0 < f <= 1 for f in self.prefix_sizes):
-            raise ValueError(f"prefix_sizes must lie in (0, 1] (got {list(self.prefix_sizes)})")
-        if self.d_sae is None and self.expansion_factor is None:
-            raise ValueError("set d_sae or expansion_factor")
-        arch = REGISTRY[self.architecture]
-        if self.target_l0 is not None and not (arch.coefficient_field or arch.uses_k):
-            raise ValueError(f"target_l0 cannot be set for {self.architecture}")
-        if REGISTRY[self.architecture].uses_k and self.d_sae is not None and self.k > self.d_sae:
-            raise ValueError(f"k ({self.k}) must be ≤ d_sae ({self.d_sae})")
-        if self.consistency_lambda > 0 and self.consistency_penalty == "none":
-            raise ValueError("consistency_lambda is set but consistency_penalty is 'none'")
-        return self
-
-    @property
-    def label(self) -> str:
-        return self.name or self.architecture
-
-    def resolve(self, d_in: int) -> SAEConfig:
-        """Fix d_sae from the expansion factor once d_in is known."""
-        if self.d_sae is not None:
-            return self
-        d_sae = max(1, round(self.expansion_factor * d_in))  # type: ignore[operator]
-        from husai.sae.registry import REGISTRY
-
-        if REGISTRY[self.architecture].uses_k and self.k > d_sae:
-            raise HusaiError(f"config: k ({self.k}) must be ≤ d_sae ({d_sae})")
-        return self.model_copy(update={"d_sae": d_sae})
-
-
 class MetricsConfig(Strict):
     """How consistency is measured and tested."""
 
@@ -308,7 +144,8 @@ class DataConfig(Strict):
     )
     sae_overrides: dict[str, Any] | None = Field(
         None,
-        description="SAEConfig fields set for every SAE trained on this data set (e.g. "
+        description="SAEConfig fields set for every SAE trained on this data set (an "
+        "architecture's own field, e.g. k, for the SAEs whose architecture has it; e.g. "
         "{k: 4, target_l0: 4} for a synthetic set with 4 active features)",
     )
 
@@ -362,7 +199,7 @@ class SweepConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
-        known = sorted(set(SAEConfig.model_fields) - {"name"})
+        known = sorted((set(SAEConfig.model_fields) | set(field_owners())) - {"name", "params"})
         for part, keys in (("base", self.base), ("grid", self.grid)):
             for f in keys:
                 if f == "name":
@@ -485,6 +322,14 @@ class RunConfig(Strict):
         for d in self.data:
             if d.sae_overrides and {"name", "architecture"} & set(d.sae_overrides):
                 raise ValueError(f"data {d.name}: sae_overrides cannot set name or architecture")
+            archs = sorted({s.architecture for s in self.saes})
+            for key in (d.sae_overrides or {}).keys() & field_owners().keys():
+                if not set(field_owners()[key]) & set(archs):
+                    raise ValueError(
+                        f"data {d.name}: sae_overrides: {key} is not a field of any SAE's "
+                        f"architecture here ({', '.join(archs)}; it belongs to "
+                        f"{', '.join(field_owners()[key])})"
+                    )
             try:
                 self.saes_for(d)
             except ValidationError as e:
@@ -493,14 +338,20 @@ class RunConfig(Strict):
         return self
 
     def saes_for(self, data: DataConfig) -> tuple[SAEConfig, ...]:
-        """The SAE configs as trained on `data` (its `sae_overrides` applied)."""
+        """The SAE configs as trained on `data` (its `sae_overrides` applied; an
+        architecture's own field only to the SAEs whose architecture has it)."""
         if not data.sae_overrides:
             return self.saes
-        over = data.sae_overrides
-        drop = {"k"} if over.get("target_l0") is not None and "k" not in over else set()
-        return tuple(
-            SAEConfig.model_validate({**s.model_dump(exclude=drop), **over}) for s in self.saes
-        )
+        owners = field_owners()
+        out = []
+        for s in self.saes:
+            own = REGISTRY[s.architecture].Params.model_fields
+            over = {k: v for k, v in data.sae_overrides.items() if k in own or k not in owners}
+            base = s.model_dump()
+            if over.get("target_l0") is not None and "k" not in over:
+                base.pop("k", None)  # target_l0 sets it
+            out.append(SAEConfig.model_validate({**base, **over}))
+        return tuple(out)
 
     @property
     def uses_toy(self) -> bool:
@@ -512,15 +363,6 @@ def _sae_list(entries: Any) -> list[SAEConfig] | None:
         return [SAEConfig.model_validate(e) for e in entries]
     except (ValidationError, TypeError):
         return None
-
-
-def _format_error(e: ValidationError, prefix: str = "config") -> str:
-    """`prefix: field.path: message (+n more)`; no field path for model-level errors."""
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return ": ".join(p for p in (prefix, loc, msg + more) if p)
 
 
 def parse_config(data: dict[str, Any], cls: type[Strict]) -> Any:

@@ -8,6 +8,17 @@ from husai.config import SAEConfig
 from husai.sae import SAE, train_sae
 from husai.synthetic import SyntheticConfig, generate
 
+
+def arch_config(architecture: str, **fields: object) -> SAEConfig:
+    """An SAEConfig for tests parametrised over architectures: the fields of other
+    architectures (e.g. k for relu) are left out."""
+    from husai.sae.registry import REGISTRY, field_owners
+
+    own = REGISTRY[architecture].Params.model_fields
+    kept = {k: v for k, v in fields.items() if k in own or k not in field_owners()}
+    return SAEConfig.model_validate({**kept, "architecture": architecture})
+
+
 TRUTH = SyntheticConfig(n_features=32, d=16, k_active=2, n_samples=8000, noise_std=0)
 
 

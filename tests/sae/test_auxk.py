@@ -10,7 +10,7 @@ from husai.sae import build_sae
 
 def test_auxk_off_by_default_and_counters() -> None:
     cfg = SAEConfig(architecture="topk", d_sae=8, k=2, dead_tokens_threshold=5)
-    assert cfg.auxk_coefficient == 0.0
+    assert cfg.params.auxk_coefficient == 0.0
     sae = build_sae(cfg, 4, [0, 1])
     x = torch.randn(2, 3, 4)
     loss, parts = sae.loss(x)

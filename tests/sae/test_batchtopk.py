@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _sae_truth import arch_config
 
 from husai.config import SAEConfig
 from husai.metrics.recovery import recovery
@@ -12,7 +13,7 @@ from husai.synthetic import SyntheticConfig, generate
 
 
 def _tiny(arch: str, **kw: object):
-    sae = build_sae(SAEConfig(architecture=arch, d_sae=3, k=1, **kw), 2, [0])
+    sae = build_sae(arch_config(arch, d_sae=3, k=1, **kw), 2, [0])
     with torch.no_grad():
         sae.W_enc[0] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
         sae.W_dec[0] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
@@ -79,7 +80,7 @@ def test_sparse_path_matches_dense_autograd() -> None:
 @pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
 def test_threshold_calibrated_so_inference_l0_is_k(arch: str) -> None:
     x = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
-    sae, _ = train_sae(SAEConfig(architecture=arch, d_sae=24, k=3, epochs=2), x, [1, 2])
+    sae, _ = train_sae(arch_config(arch, d_sae=24, k=3, epochs=2), x, [1, 2])
     with torch.no_grad():
         pre = sae.pre_acts(x)
         codes = sae.encode(x)
@@ -100,7 +101,7 @@ def synthetic():
 )
 def test_recovers_synthetic_ground_truth(arch: str, extra: dict, synthetic) -> None:
     x, F_true, _ = synthetic
-    cfg = SAEConfig(architecture=arch, d_sae=64, k=2, epochs=10, batch_size=128, lr=3e-3, **extra)
+    cfg = arch_config(arch, d_sae=64, k=2, epochs=10, batch_size=128, lr=3e-3, **extra)
     sae, _ = train_sae(cfg, x, [0])
     with torch.no_grad():
         l0 = (sae.encode(x) > 0).sum(-1).float().mean()
@@ -112,7 +113,7 @@ def test_recovers_synthetic_ground_truth(arch: str, extra: dict, synthetic) -> N
 def test_saelens_loads_as_jumprelu(arch: str, tmp_path) -> None:
     sae_lens = pytest.importorskip("sae_lens", reason="needs the interop extra (sae-lens)")
     x = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
-    sae, _ = train_sae(SAEConfig(architecture=arch, d_sae=24, k=3, epochs=3), x, [1])
+    sae, _ = train_sae(arch_config(arch, d_sae=24, k=3, epochs=3), x, [1])
     assert sae.threshold[0, 0] > 0
     save(sae, tmp_path / "s")
     back = load(tmp_path / "s")

@@ -16,10 +16,10 @@ from safetensors.torch import save_file
 from husai.config import SAEConfig
 from husai.errors import HusaiError
 from husai.sae import build_sae, find_saes, load, save
+from husai.sae.architectures.gated import GatedSAE
+from husai.sae.architectures.jumprelu import JumpReLUSAE
+from husai.sae.architectures.topk import TopKSAE
 from husai.sae.formats import detect
-from husai.sae.gated import GatedSAE
-from husai.sae.jumprelu import JumpReLUSAE
-from husai.sae.topk import TopKSAE
 
 D, F = 6, 10
 
@@ -107,7 +107,7 @@ def test_saelens_topk_k_locations_and_rescale(tmp_path: Path) -> None:
     )
     t = _saelens_dir(tmp_path / "c", "topk", k=3, rescale_acts_by_decoder_norm=True)
     a, b, c = (load(tmp_path / n) for n in "abc")
-    assert isinstance(a, TopKSAE) and a.cfg.k == 3 and isinstance(b, TopKSAE) and b.cfg.k == 4
+    assert isinstance(a, TopKSAE) and a.params.k == 3 and isinstance(b, TopKSAE) and b.params.k == 4
     norms = t["W_dec"].norm(dim=-1)
     pre = ((_x() - t["b_dec"]) @ t["W_enc"] + t["b_enc"]) * norms
     vals, idx = pre.topk(3)
@@ -191,7 +191,7 @@ def test_dictionary_learning_hand_written(tmp_path: Path) -> None:
     bt = load(tmp_path / "bt")
     assert isinstance(bt, JumpReLUSAE) and torch.equal(bt.threshold, torch.full((1, F), 0.25))
     _dl_dir(tmp_path / "tk", "AutoEncoderTopK", topk, k=3)
-    assert isinstance(load(tmp_path / "tk"), TopKSAE) and load(tmp_path / "tk").cfg.k == 3
+    assert isinstance(load(tmp_path / "tk"), TopKSAE) and load(tmp_path / "tk").params.k == 3
 
 
 class _Payload:

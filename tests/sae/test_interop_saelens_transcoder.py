@@ -10,9 +10,9 @@ import torch
 sae_lens = pytest.importorskip(
     "sae_lens", reason="interop extra not installed (pip install husai[interop])"
 )
+from _sae_truth import arch_config  # noqa: E402
 from sae_lens.saes.sae import SAEMetadata  # noqa: E402
 
-from husai.config import SAEConfig  # noqa: E402
 from husai.sae import build_sae, load, save  # noqa: E402
 
 D, F, D_OUT = 8, 24, 5
@@ -68,7 +68,7 @@ def test_saelens_transcoder_loads_in_husai_and_back(name: str, tmp_path: Path) -
 
 @pytest.mark.parametrize("arch", ["relu", "jumprelu", "batchtopk", "matryoshka"])
 def test_husai_transcoders_load_in_saelens(arch: str, tmp_path: Path) -> None:
-    tc = build_sae(SAEConfig(architecture=arch, d_sae=F, k=3), D, [0], d_out=D_OUT)
+    tc = build_sae(arch_config(arch, d_sae=F, k=3), D, [0], d_out=D_OUT)
     _random(tc)
     save(tc, tmp_path / arch, **HOOKS)
     lib = sae_lens.SAE.load_from_disk(tmp_path / arch)

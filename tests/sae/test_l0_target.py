@@ -47,7 +47,7 @@ def test_reaches_target_l0_on_synthetic_truth(arch: str) -> None:
 
 
 def test_target_l0_is_k_for_the_topk_family() -> None:
-    assert SAEConfig(architecture="batchtopk", target_l0=8).k == 8
+    assert SAEConfig(architecture="batchtopk", target_l0=8).params.k == 8
     with pytest.raises(ValueError, match="whole number"):
         SAEConfig(architecture="topk", target_l0=8.5)
 
@@ -57,4 +57,4 @@ def test_topk_with_target_l0_trains_at_k() -> None:
 
     x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
     sae, info = train_sae(SAEConfig(architecture="topk", d_sae=8, target_l0=2, epochs=1), x, [0])
-    assert sae.cfg.k == 2 and "sparsity_coefficient" not in info
+    assert sae.params.k == 2 and "sparsity_coefficient" not in info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _sae_truth import arch_config
 
 from husai.config import SAEConfig
 from husai.sae import build_sae, train_sae
@@ -23,7 +24,7 @@ def _x(n: int = 200, d: int = 6) -> torch.Tensor:
 @pytest.mark.parametrize("arch", ["topk", "relu", "jumprelu", "gated", "batchtopk"])
 def test_data_init_rows_are_sampled_centred_inputs_with_best_encoder_scale(arch: str) -> None:
     x = _x()
-    sae = build_sae(SAEConfig(architecture=arch, d_sae=10, k=3), 6, [7, 8])
+    sae = build_sae(arch_config(arch, d_sae=10, k=3), 6, [7, 8])
     with torch.no_grad():
         init_from_data(sae, x)
     centred = x - x.mean(0)

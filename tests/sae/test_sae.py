@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _sae_truth import arch_config
 
 from husai.config import SAEConfig
 from husai.errors import HusaiError
@@ -29,7 +30,7 @@ def _cfg(arch: str, **kw: object) -> SAEConfig:
         "l1_coefficient": 1e-3,
         "lr": 3e-3,
     }
-    return SAEConfig(**{**base, **kw})
+    return arch_config(**{**base, **kw})
 
 
 def test_topk_forward_by_hand() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _sae_truth import arch_config
 from safetensors.torch import load_file
 
 from husai.activations import (
@@ -47,12 +48,12 @@ def _pair(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _cfg(arch: str, **kw: object) -> SAEConfig:
     base = {"architecture": arch, "d_sae": F, "k": 3, "epochs": 3, "batch_size": 64, "lr": 3e-3}
-    return SAEConfig(**{**base, "l1_coefficient": 1e-2, "l0_coefficient": 1e-2, **kw})
+    return arch_config(**{**base, "l1_coefficient": 1e-2, "l0_coefficient": 1e-2, **kw})
 
 
 def _tiny(arch: str, **kw: object) -> SAE:
     """d_in 2 → d_out 3 with hand-set weights."""
-    sae = build_sae(SAEConfig(architecture=arch, d_sae=3, k=2, **kw), 2, [0], d_out=3)
+    sae = build_sae(arch_config(arch, d_sae=3, k=2, **kw), 2, [0], d_out=3)
     with torch.no_grad():
         sae.W_enc[0] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
         sae.b_enc[0] = torch.tensor([0.0, -5.0, 0.0])
@@ -84,7 +85,7 @@ def test_sae_loss_with_y_equal_x_is_unchanged() -> None:
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
 def test_sparse_paths_match_dense_autograd_with_a_target(arch: str) -> None:
-    sae = build_sae(SAEConfig(architecture=arch, d_sae=40, k=5), 12, [3, 4], d_out=7)
+    sae = build_sae(arch_config(arch, d_sae=40, k=5), 12, [3, 4], d_out=7)
     with torch.no_grad():
         sae.b_enc.normal_()
         sae.b_dec.normal_()

@@ -62,10 +62,7 @@ class CalibrateConfig(Strict):
 
     def run_config(self, ks: list[int], seeds: tuple[int, ...], epochs: int | None) -> RunConfig:
         update: dict[str, Any] = {"epochs": epochs} if epochs else {}
-        saes = [
-            self.sae.model_copy(update={**update, "k": k, "name": f"k{k}", "target_l0": None})
-            for k in ks
-        ]
+        saes = [self.sae.with_fields(**update, k=k, name=f"k{k}", target_l0=None) for k in ks]
         return RunConfig.model_validate(
             {
                 "toy": self.toy,

@@ -43,7 +43,7 @@ from husai.sae.base import SAE
 from husai.sae.io import CFG_FILE
 from husai.sae.trainer import initial_sae
 
-SAE_JOB_VERSION = 4  # 2: structure etc.; 3: permutation tests; 4: data-init baseline
+SAE_JOB_VERSION = 5  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields
 
 
 def seed_dir(out_dir: Path, seed: int) -> Path:

@@ -12,16 +12,24 @@ decode(encode(x)) against y, b_dec is only the output's bias, and the input is n
 architecture is both: they share this forward and differ only in the activation and loss.
 Each seed's initial weights come from its own `torch.Generator`, and the loss is a sum
 of per-seed losses, so seed s of an ensemble follows the same trajectory it would alone.
+
+Hyperparameters: the shared ones (d_sae, lr, ...) are `self.cfg` (husai.sae.config.SAEConfig),
+the architecture's own are `self.params` (`cfg.params`, an instance of the class's `Params`).
+`saelens_weights()` shows one seed's weights in SAELens's names and shapes.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from husai.config import SAEConfig
+from husai.errors import HusaiError
+
+if TYPE_CHECKING:
+    from husai.sae.config import SAEConfig
 
 
 def spaced_rows(x_ND: Tensor, n: int) -> Tensor:
@@ -29,13 +37,29 @@ def spaced_rows(x_ND: Tensor, n: int) -> Tensor:
     return x_ND[torch.linspace(0, len(x_ND) - 1, min(len(x_ND), n)).long()]
 
 
+class ArchParams(BaseModel):
+    """An architecture's own hyperparameters (subclassed beside each architecture); the
+    field descriptions are the `husai run --help` / `husai train-sae --help` text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class SAE(nn.Module):
-    """Base class: architectures override `activation` and, if needed, `loss`."""
+    """Base class: architectures override `activation` and, if needed, `loss`.
+
+    Traits (class data): `architecture` (the registry and cfg.json name),
+    `saelens_architecture` (the SAELens name it is saved as), `Params` (its hyperparameter
+    model), `uses_k` (TopK family: `Params` has k, which must be ≤ d_sae and which
+    target_l0 sets), `coefficient_field` (the `Params` field of the sparsity-penalty weight
+    that target_l0 adapts, or None) and `saelens_renames` (husai → SAELens tensor names).
+    """
 
     architecture: ClassVar[str]
     saelens_architecture: ClassVar[str]
-    uses_k: ClassVar[bool] = False  # TopK family: config's k must be ≤ d_sae
-    coefficient_field: ClassVar[str | None] = None  # config field of the sparsity penalty
+    Params: ClassVar[type[ArchParams]] = ArchParams
+    uses_k: ClassVar[bool] = False
+    coefficient_field: ClassVar[str | None] = None
+    saelens_renames: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -47,6 +71,7 @@ class SAE(nn.Module):
         super().__init__()
         cfg = cfg.resolve(d_in)
         self.cfg, self.d_in, self.d_sae = cfg, d_in, int(cfg.d_sae)  # type: ignore[arg-type]
+        self.params = cfg.params
         self.transcoder = d_out is not None
         self.d_out = d_in if d_out is None else int(d_out)
         # hook points (input, and a transcoder's target), written to cfg.json when known
@@ -60,7 +85,7 @@ class SAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(S, self.d_out))
         self.reset_parameters()
         if self.coefficient_field:  # per-seed penalty weight (target_l0 adapts it)
-            value = float(getattr(cfg, self.coefficient_field))
+            value = float(getattr(self.params, self.coefficient_field))
             self.register_buffer("coefficient", torch.full((S,), value), persistent=False)
 
     @property
@@ -225,3 +250,26 @@ class SAE(nn.Module):
     def extra_cfg(self) -> dict[str, object]:
         """Architecture-specific fields written to cfg.json (e.g. k)."""
         return {}
+
+    @torch.no_grad()
+    def saelens_weights(self, index: int | None = None) -> dict[str, Tensor]:
+        """One SAE's weights in SAELens's names and shapes (copies): `W_enc` [d_in, d_sae],
+        `W_dec` [d_sae, d_out], `b_enc` [d_sae] (gated: `b_gate`), `b_dec` [d_out], and the
+        architecture's others (`threshold` [d_sae]; gated: `b_mag`, `r_mag`). What `save`
+        writes to sae_weights.safetensors. `index`: which seed of an ensemble (required when
+        it holds more than one; `husai.sae.load` gives one-seed SAEs)."""
+        if index is None:
+            if self.n_seeds != 1:
+                raise HusaiError(
+                    f"an ensemble of {self.n_seeds} seeds ({self.seeds}): pass the index of "
+                    "one (saelens_weights(index=s)) or select it (select(s))"
+                )
+            index = 0
+        if not -self.n_seeds <= index < self.n_seeds:
+            raise HusaiError(f"seed index {index} out of range for {self.n_seeds} seeds")
+        return {
+            self.saelens_renames.get(n, n): (p[index].T if n == "W_enc" else p[index]).clone(
+                memory_format=torch.contiguous_format
+            )
+            for n, p in self.named_parameters()
+        }

@@ -1,11 +1,13 @@
 """Architecture registry: cfg.json's `architecture` name → SAE class.
 
-A new architecture is one module in `husai/sae/` with an `@register`ed class: every module
-of the package except the infrastructure ones below is imported (and so registered) here.
+Every module of `husai.sae.architectures` is an architecture: it is imported (and so its
+`@register`ed class registered) here. A new architecture is one new file there.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -20,26 +22,21 @@ def register(cls: T) -> T:
     return cls
 
 
-NOT_ARCHITECTURES = {
-    "base",
-    "registry",
-    "io",
-    "trainer",
-    "formats",
-    "resample",
-    "l0_target",
-    "regularise",
-}
+def field_owners() -> dict[str, tuple[str, ...]]:
+    """Every architecture's own config field → the architectures that have it."""
+    owners: dict[str, tuple[str, ...]] = {}
+    for name in sorted(REGISTRY):
+        for field in REGISTRY[name].Params.model_fields:
+            owners[field] = (*owners.get(field, ()), name)
+    return owners
 
 
 def _load_builtin() -> None:
-    import importlib
-    import pkgutil
-    from pathlib import Path
+    from husai.sae import architectures
 
-    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if mod.name not in NOT_ARCHITECTURES and not mod.name.startswith("_"):
-            importlib.import_module(f"husai.sae.{mod.name}")
+    for mod in sorted(pkgutil.iter_modules(architectures.__path__), key=lambda m: m.name):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{architectures.__name__}.{mod.name}")
 
 
 _load_builtin()

@@ -42,9 +42,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from husai.config import SAEConfig
 from husai.errors import HusaiError
 from husai.metrics.matching import assignment
+from husai.sae.config import SAEConfig
 
 BLOCK_ELEMENTS = 1 << 24  # |cos| entries per block of the best-match search (64 MiB float32)
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from husai.config import SAEConfig
 from husai.errors import HusaiError
 from husai.runtime import deterministic
 from husai.sae.base import SAE
+from husai.sae.config import SAEConfig
 from husai.sae.l0_target import adapt_coefficient, adapting
 from husai.sae.registry import REGISTRY
 from husai.sae.regularise import ConsistencyRegulariser, make_regulariser

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 
-from husai.config import SAEConfig
 from husai.errors import HusaiError
 from husai.sae.base import SAE
+from husai.sae.config import SAEConfig, format_error
 from husai.sae.registry import REGISTRY
 
 Spec = dict[str, tuple[str, ...]]  # tensor name → axis names ("D" d_in, "O" d_out, "F" d_sae)
@@ -64,13 +65,9 @@ def build(
     d_sae, d_out = weights["W_dec"].shape
     d_in = weights["W_enc"].shape[1]
     try:
-        cfg = (cfg or SAEConfig(architecture=architecture, **cfg_fields)).model_copy(
-            update={"d_sae": d_sae}
-        )
-        if REGISTRY[architecture].uses_k and cfg.k > d_sae:
-            raise ValueError(f"k ({cfg.k}) must be ≤ d_sae ({d_sae})")
-    except ValueError as e:
-        raise HusaiError(f"{file}: invalid SAE config ({e})") from None
+        cfg = (cfg or SAEConfig(architecture=architecture, **cfg_fields)).with_fields(d_sae=d_sae)
+    except ValidationError as e:
+        raise HusaiError(f"{file}: invalid SAE config ({format_error(e, '')})") from None
     sae = REGISTRY[architecture](cfg, int(d_in), [seed], int(d_out) if transcoder else None)
     with torch.no_grad():
         for name, p in sae.named_parameters():

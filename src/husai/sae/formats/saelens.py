@@ -22,12 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from torch import Tensor
 
-from husai.config import SAEConfig
 from husai.errors import HusaiError
 from husai.io import load_tensors, read_json, save_tensors, write_json
 from husai.sae.base import SAE
+from husai.sae.config import SAEConfig, format_error
 from husai.sae.formats.common import Spec, build, check_tensors, fold_centering
 from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
 from husai.sae.registry import REGISTRY
@@ -52,10 +53,6 @@ SPECS: dict[str, Spec] = {
 }
 
 
-def _renames(cls: type[SAE]) -> dict[str, str]:
-    return getattr(cls, "saelens_renames", {})
-
-
 def save(
     sae: SAE,
     directory: Path,
@@ -71,9 +68,7 @@ def save(
     if sae.n_seeds != 1:
         raise ValueError("save() takes a one-seed SAE; use sae.select(s)")
     directory = Path(directory)
-    names = _renames(type(sae))
-    weights = {names.get(n, n): p[0].T if n == "W_enc" else p[0] for n, p in sae.named_parameters()}
-    save_tensors(directory / WEIGHTS_FILE, weights, metadata={"format": "saelens"})
+    save_tensors(directory / WEIGHTS_FILE, sae.saelens_weights(), metadata={"format": "saelens"})
     arch = sae.saelens_architecture
     hooks = {"hook_name": hook_name or sae.hook_name}
     hooks["hook_name_out"] = hook_name_out or sae.hook_name_out
@@ -153,11 +148,13 @@ def load(path: Path) -> SAE:
     saelens_arch, transcoder = _architecture(raw, cfg_file)
     try:
         if isinstance(own, dict) and "config" in own:
-            cfg: SAEConfig | None = SAEConfig.model_validate(own["config"])
+            cfg: SAEConfig | None = SAEConfig.from_saved(own["config"])
             arch, seed, fields = cfg.architecture, int(own.get("seed", 0)), {}
         else:
             cfg, arch, seed = None, saelens_arch, 0
             fields = {"k": _k(raw)} if arch == "topk" else {}
+    except ValidationError as e:
+        raise HusaiError(f"{cfg_file}: invalid SAE config ({format_error(e, '')})") from None
     except (KeyError, TypeError, ValueError) as e:
         raise HusaiError(f"{cfg_file}: invalid SAE config ({e})") from None
     norm = raw.get("normalize_activations") or "none"

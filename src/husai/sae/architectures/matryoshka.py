@@ -12,19 +12,44 @@ reconstruction's residual.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor
 
-from husai.config import SAEConfig
-from husai.sae.batchtopk import BatchTopKSAE
+from husai.sae.architectures.batchtopk import BatchTopKSAE
+from husai.sae.architectures.topk import TopKParams
 from husai.sae.registry import register
+
+if TYPE_CHECKING:
+    from husai.sae.config import SAEConfig
+
+
+class MatryoshkaParams(TopKParams):
+    """BatchTopK's hyperparameters plus the nested prefixes."""
+
+    prefix_sizes: tuple[float, ...] = Field(
+        (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0),
+        min_length=1,
+        description="Matryoshka: nested dictionary prefixes as fractions of d_sae in (0, 1]; "
+        "the full dictionary is always one of them",
+    )
+
+    @field_validator("prefix_sizes")
+    @classmethod
+    def _in_unit_interval(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < f <= 1 for f in v):
+            raise ValueError(f"prefix_sizes must lie in (0, 1] (got {list(v)})")
+        return v
 
 
 @register
 class MatryoshkaSAE(BatchTopKSAE):
     architecture = "matryoshka"
     saelens_architecture = "jumprelu"
-    uses_k = True
+    Params = MatryoshkaParams
+    params: MatryoshkaParams
 
     def __init__(
         self,
@@ -35,7 +60,9 @@ class MatryoshkaSAE(BatchTopKSAE):
     ) -> None:
         super().__init__(cfg, d_in, seeds, d_out)
         F = self.d_sae
-        self.prefixes = sorted({min(F, max(1, round(f * F))) for f in self.cfg.prefix_sizes} | {F})
+        self.prefixes = sorted(
+            {min(F, max(1, round(f * F))) for f in self.params.prefix_sizes} | {F}
+        )
 
     def prefix_reconstructions(self, vals: Tensor, lat: Tensor, smp: Tensor, B: int) -> Tensor:
         """[L, S, B, O]: reconstruction by each prefix of the dictionary."""
@@ -56,7 +83,7 @@ class MatryoshkaSAE(BatchTopKSAE):
         aux = self.auxk_loss(x_SBD, recon_LSBO[-1], y_SBO)
         parts = self._parts(mse_LS[-1], aux, vals, lat)
         parts["prefix_mse"] = mse_LS.detach()
-        return mse_LS.sum(0) + self.cfg.auxk_coefficient * aux, parts
+        return mse_LS.sum(0) + self.params.auxk_coefficient * aux, parts
 
     def extra_cfg(self) -> dict[str, object]:
         return {}

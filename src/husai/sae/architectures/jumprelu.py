@@ -20,14 +20,36 @@ and renormalisation).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from husai.config import SAEConfig
-from husai.sae.base import SAE
+from husai.sae.base import SAE, ArchParams
 from husai.sae.registry import register
+
+if TYPE_CHECKING:
+    from husai.sae.config import SAEConfig
+
+
+class JumpReLUParams(ArchParams):
+    l0_coefficient: float = Field(
+        1.0,
+        ge=0,
+        description="JumpReLU: weight of the L0 penalty (active latents per input, with a "
+        "straight-through gradient for the thresholds); MSE is summed over d_in",
+    )
+    jumprelu_bandwidth: float = Field(
+        0.05,
+        gt=0,
+        description="JumpReLU: width of the rectangle kernel of the threshold's "
+        "straight-through gradient, as a fraction of the batch's RMS norm of x - b_dec "
+        "(the paper's 0.001 is too narrow for short runs: thresholds barely move)",
+    )
+    jumprelu_init_threshold: float = Field(
+        0.001, ge=0, description="JumpReLU: initial threshold of every latent (absolute)"
+    )
 
 
 def _kernel(pre: Tensor, theta: Tensor, eps: Tensor) -> Tensor:
@@ -70,7 +92,9 @@ class _Step(torch.autograd.Function):
 class JumpReLUSAE(SAE):
     architecture = "jumprelu"
     saelens_architecture = "jumprelu"
+    Params = JumpReLUParams
     coefficient_field = "l0_coefficient"
+    params: JumpReLUParams
 
     def __init__(
         self,
@@ -80,7 +104,7 @@ class JumpReLUSAE(SAE):
         d_out: int | None = None,
     ) -> None:
         super().__init__(cfg, d_in, seeds, d_out)
-        init = float(cfg.jumprelu_init_threshold)
+        init = float(self.params.jumprelu_init_threshold)
         self.threshold = nn.Parameter(torch.full((self.n_seeds, self.d_sae), init))
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
@@ -95,7 +119,7 @@ class JumpReLUSAE(SAE):
             else:
                 x_c = x_SBD - self.b_dec.unsqueeze(1)
             rms = x_c.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-8)
-        return (self.cfg.jumprelu_bandwidth * rms).view(-1, 1, 1)
+        return (self.params.jumprelu_bandwidth * rms).view(-1, 1, 1)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)

@@ -13,15 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from husai.sae.architectures.topk import TopKSAE
 from husai.sae.registry import register
-from husai.sae.topk import TopKSAE
 
 
 @register
 class HierarchicalTopKSAE(TopKSAE):
     architecture = "hierarchical_topk"
     saelens_architecture = "topk"
-    uses_k = True
 
     def prefix_reconstructions(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
         """[S, B, K, O]: x̂_j for j = 1 … K (codes in descending order, as topk returns)."""
@@ -42,4 +41,4 @@ class HierarchicalTopKSAE(TopKSAE):
             "auxk": aux.detach(),
             "fired": self.fired(vals, flat),
         }
-        return mse_SK.mean(1) + self.cfg.auxk_coefficient * aux, parts
+        return mse_SK.mean(1) + self.params.auxk_coefficient * aux, parts

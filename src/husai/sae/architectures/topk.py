@@ -26,15 +26,44 @@ works for every architecture; see husai.sae.resample for its measured effect.)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as fn
+from pydantic import Field
 from torch import Tensor
 
-from husai.config import SAEConfig
-from husai.sae.base import SAE
+from husai.sae.base import SAE, ArchParams
 from husai.sae.registry import register
+
+if TYPE_CHECKING:
+    from husai.sae.config import SAEConfig
+
+
+class TopKParams(ArchParams):
+    """The TopK family's hyperparameters (topk, hierarchical_topk, batchtopk; matryoshka's
+    extend them)."""
+
+    k: int = Field(32, gt=0, description="active latents per input (TopK family)")
+    auxk_coefficient: float = Field(
+        0.0,
+        ge=0,
+        description="TopK family: weight of the AuxK dead-latent loss (Gao et al. 2024, who use "
+        "1/32); 0 = off. The top aux_k dead latents reconstruct the residual x - x̂ (same units "
+        "as the MSE, scaled by min(1, n_dead / aux_k) as sae-lens/sparsify)",
+    )
+    aux_k: int | None = Field(
+        None,
+        gt=0,
+        description="TopK family: dead latents used by AuxK (null = d_out // 2; d_out = d_in "
+        "unless a transcoder)",
+    )
+    dead_tokens_threshold: int | None = Field(
+        None,
+        gt=0,
+        description="TopK family: a latent is dead after this many training tokens without "
+        "firing (null = one epoch, i.e. the training-set size)",
+    )
 
 
 class _TopKEncode(torch.autograd.Function):
@@ -84,7 +113,9 @@ class _TopKEncode(torch.autograd.Function):
 class TopKSAE(SAE):
     architecture = "topk"
     saelens_architecture = "topk"
+    Params = TopKParams
     uses_k = True
+    params: TopKParams
 
     def __init__(
         self,
@@ -100,17 +131,17 @@ class TopKSAE(SAE):
             torch.zeros(self.n_seeds, self.d_sae, dtype=torch.long),
             persistent=False,
         )
-        self.dead_tokens_threshold = self.cfg.dead_tokens_threshold or 10_000_000
-        self.aux_k = self.cfg.aux_k or max(1, self.d_out // 2)
+        self.dead_tokens_threshold = self.params.dead_tokens_threshold or 10_000_000
+        self.aux_k = self.params.aux_k or max(1, self.d_out // 2)
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
-        vals, idx = pre_SBF.topk(self.cfg.k, dim=-1)
+        vals, idx = pre_SBF.topk(self.params.k, dim=-1)
         return torch.zeros_like(pre_SBF).scatter_(-1, idx, torch.relu(vals))
 
     def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
         """(values [S, B, K], flat latent indices into the S·F stacked rows [S, B, K])."""
         x = self._stack(x_SBD)
-        return _TopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, self.cfg.k)
+        return _TopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, self.params.k)
 
     def sparse_decode(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
         """Sum of the K chosen decoder rows (embedding_bag; its backward touches only them)."""
@@ -136,10 +167,10 @@ class TopKSAE(SAE):
             "auxk": aux.detach(),
             "fired": self.fired(vals, flat),
         }
-        return mse + self.cfg.auxk_coefficient * aux, parts
+        return mse + self.params.auxk_coefficient * aux, parts
 
     def extra_cfg(self) -> dict[str, object]:
-        return {"k": self.cfg.k}
+        return {"k": self.params.k}
 
     # -- dead latents and AuxK ------------------------------------------------------------
     @torch.no_grad()
@@ -151,7 +182,7 @@ class TopKSAE(SAE):
         return out.index_fill_(0, hit, True).view(self.n_seeds, self.d_sae)
 
     def start_training(self, n_train: int) -> None:
-        self.dead_tokens_threshold = self.cfg.dead_tokens_threshold or int(n_train)
+        self.dead_tokens_threshold = self.params.dead_tokens_threshold or int(n_train)
         self.tokens_since_fired.zero_()
 
     @torch.no_grad()
@@ -166,7 +197,7 @@ class TopKSAE(SAE):
         """Per-seed AuxK loss [S] (zero when off or nothing is dead); the residual is
         y − recon (y defaults to x)."""
         zero = x_SBD.new_zeros(self.n_seeds)
-        if self.cfg.auxk_coefficient == 0:
+        if self.params.auxk_coefficient == 0:
             return zero
         dead_SF = self.dead_mask()
         if not dead_SF.any():

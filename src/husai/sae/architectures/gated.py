@@ -16,21 +16,26 @@ taken against the target y instead of x.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from husai.config import SAEConfig
+from husai.sae.architectures.relu import ReLUParams
 from husai.sae.base import SAE
 from husai.sae.registry import register
+
+if TYPE_CHECKING:
+    from husai.sae.config import SAEConfig
 
 
 @register
 class GatedSAE(SAE):
     architecture = "gated"
     saelens_architecture = "gated"
+    Params = ReLUParams
     coefficient_field = "l1_coefficient"
+    params: ReLUParams
     saelens_renames: ClassVar[dict[str, str]] = {"b_enc": "b_gate"}
 
     def __init__(
@@ -80,4 +85,4 @@ class GatedSAE(SAE):
         self.b_mag.copy_(-((self.W_enc * self.r_mag.exp().unsqueeze(-1)) @ mean_D.to(self.W_enc)))
 
     def extra_cfg(self) -> dict[str, object]:
-        return {"l1_coefficient": self.cfg.l1_coefficient}
+        return {"l1_coefficient": self.params.l1_coefficient}

@@ -18,15 +18,17 @@ as an [S, F] parameter that gets no gradient. AuxK (`auxk_coefficient`) works as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from husai.config import SAEConfig
+from husai.sae.architectures.topk import TopKSAE
 from husai.sae.base import spaced_rows
 from husai.sae.registry import register
-from husai.sae.topk import TopKSAE
+
+if TYPE_CHECKING:
+    from husai.sae.config import SAEConfig
 
 THRESHOLD_LR = 0.01  # sae-lens's topk_threshold_lr
 CALIBRATION_ROWS = 16_384
@@ -78,7 +80,6 @@ class _BatchTopKEncode(torch.autograd.Function):
 class BatchTopKSAE(TopKSAE):
     architecture = "batchtopk"
     saelens_architecture = "jumprelu"
-    uses_k = True
 
     def __init__(
         self,
@@ -100,7 +101,7 @@ class BatchTopKSAE(TopKSAE):
     def batch_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Training codes: (values [S, N], flat latent [S, N], flat sample [S, N]), N = k·B."""
         x = self._stack(x_SBD)
-        n = min(self.cfg.k * x.shape[1], x.shape[1] * self.d_sae)
+        n = min(self.params.k * x.shape[1], x.shape[1] * self.d_sae)
         return _BatchTopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, n)
 
     def batch_encode_dense(self, x_SBD: Tensor) -> Tensor:
@@ -132,7 +133,7 @@ class BatchTopKSAE(TopKSAE):
         mse = (recon - y_SBO).pow(2).sum(-1).mean(-1)
         aux = self.auxk_loss(x_SBD, recon, y_SBO)
         parts = self._parts(mse, aux, vals, lat)
-        return mse + self.cfg.auxk_coefficient * aux, parts
+        return mse + self.params.auxk_coefficient * aux, parts
 
     def _parts(self, mse: Tensor, aux: Tensor, vals: Tensor, lat: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():
@@ -164,7 +165,7 @@ class BatchTopKSAE(TopKSAE):
     def finish_training(self, x_ND: Tensor) -> None:
         """Set θ so that mean inference L0 = k on (up to CALIBRATION_ROWS of) the training rows."""
         rows = spaced_rows(x_ND, CALIBRATION_ROWS)
-        n_keep = min(self.cfg.k * len(rows), len(rows) * self.d_sae - 1)
+        n_keep = min(self.params.k * len(rows), len(rows) * self.d_sae - 1)
         for s in range(self.n_seeds):  # one seed at a time bounds memory at n × F floats
             pre = torch.addmm(self.b_enc[s], rows - self.input_bias()[s], self.W_enc[s].T).view(-1)
             theta = pre.kthvalue(pre.numel() - n_keep).values.clamp_min(0)
