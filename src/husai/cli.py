@@ -429,7 +429,7 @@ def train_sae_cmd(
     from pydantic import ValidationError
 
     from husai.activations import load_activations
-    from husai.config import SAEConfig, _format_error
+    from husai.config import SAEConfig, format_error
     from husai.sae import save, train_sae
     from husai.sae.regularise import train_reference
 
@@ -437,7 +437,7 @@ def train_sae_cmd(
         cfg = SAEConfig.model_validate(given(ctx, SAE_FIELDS, fields))
         seed_list = [int(s) for s in seeds.split(",")]
     except ValidationError as e:
-        raise HusaiError(_format_error(e)) from None
+        raise HusaiError(format_error(e)) from None
     except ValueError:
         raise HusaiError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
     x, _ = load_activations(activations)
@@ -469,7 +469,7 @@ def _compare_table(res: dict[str, Any], n: int) -> Table:
                 key,
                 f"{tr['mean']:.3f} [{tr['ci_low']:.3f}, {tr['ci_high']:.3f}]",
                 f"{v['random']['mean']:.3f}",
-                f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
+                f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
                 v["variant"],
             )
     return t
@@ -582,13 +582,13 @@ def synthetic(
     """Write synthetic activations with known ground-truth features (tensor `features`)."""
     from pydantic import ValidationError
 
-    from husai.config import _format_error
+    from husai.config import format_error
     from husai.synthetic import SyntheticConfig, load_ground_truth, max_coherence, write_synthetic
 
     try:
         cfg = SyntheticConfig.model_validate(given(ctx, SYNTHETIC_FIELDS, fields))
     except ValidationError as e:
-        raise HusaiError(_format_error(e, "synthetic")) from None
+        raise HusaiError(format_error(e, "synthetic")) from None
     write_synthetic(cfg, out)
     truth = load_ground_truth(out)
     typer.echo(

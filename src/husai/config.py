@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from husai.errors import HusaiError
 from husai.sae.config import SAEConfig
-from husai.sae.config import format_error as _format_error
+from husai.sae.config import format_error as format_error
 from husai.sae.registry import REGISTRY, field_owners
 
 __all__ = ["SAEConfig"]  # re-exported (with the configs defined here)
@@ -240,7 +240,7 @@ class SweepConfig(Strict):
             try:
                 SAEConfig.model_validate(entry)
             except ValidationError as e:
-                raise ValueError(f"sweep: point {label}: {_format_error(e, '')}") from None
+                raise ValueError(f"sweep: point {label}: {format_error(e, '')}") from None
             saes.append(entry)
         return saes
 
@@ -281,7 +281,7 @@ class RunConfig(Strict):
         try:
             sweep = SweepConfig.model_validate(data["sweep"])
         except ValidationError as e:
-            raise ValueError(_format_error(e, "sweep")) from None
+            raise ValueError(format_error(e, "sweep")) from None
         saes = sweep.expand()
         if "saes" in data and _sae_list(data["saes"]) != _sae_list(saes):
             raise ValueError("set either `saes` or `sweep`, not both")
@@ -333,7 +333,7 @@ class RunConfig(Strict):
             try:
                 self.saes_for(d)
             except ValidationError as e:
-                msg = _format_error(e).removeprefix("config: ")
+                msg = format_error(e).removeprefix("config: ")
                 raise ValueError(f"data {d.name}: sae_overrides: {msg}") from None
         return self
 
@@ -370,7 +370,7 @@ def parse_config(data: dict[str, Any], cls: type[Strict]) -> Any:
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise HusaiError(_format_error(e)) from None
+        raise HusaiError(format_error(e)) from None
 
 
 def parse_run_config(data: dict[str, Any]) -> RunConfig:

@@ -44,8 +44,7 @@ def matrix(arch: dict[str, Any], key: str = "pwmcc") -> list[list[float]]:
 
 def minus(arch: dict[str, Any], key: str = "pwmcc", baseline: str = "random") -> Interval:
     """trained − baseline (seed-bootstrap CI, baseline mean held fixed)."""
-    d = metric(arch, key)[f"trained_minus_{baseline}"]
-    return d if "mean" in d else {**d, "mean": d["delta"]}  # type: ignore[return-value]
+    return metric(arch, key)[f"trained_minus_{baseline}"]
 
 
 def thresholds(arch: dict[str, Any]) -> list[str]:

@@ -51,7 +51,7 @@ def test_compare_separated_and_reversed():
     trained, base = rng.normal(0.8, 0.02, 10), rng.normal(0.3, 0.02, 10)
     r = compare_to_baseline(trained, base, n_resamples=2000)
     assert r["mann_whitney"]["p_value"] < 1e-3 and r["welch_t"]["p_value"] < 1e-3
-    assert 0 < r["ci_low"] < r["delta"] < r["ci_high"]
+    assert 0 < r["ci_low"] < r["mean"] < r["ci_high"]
     assert r["note"] is None
     rev = compare_to_baseline(base, trained, n_resamples=2000)
     assert rev["mann_whitney"]["p_value"] > 0.99 and rev["welch_t"]["p_value"] > 0.99
@@ -79,7 +79,7 @@ def test_compare_equals_direct_scipy_and_is_deterministic():
         rng=np.random.default_rng(7),
     ).confidence_interval
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert r["delta"] == pytest.approx(np.mean(t) - np.mean(b))
+    assert r["mean"] == pytest.approx(np.mean(t) - np.mean(b))
     assert r["n_trained"] == 6 and r["n_baseline"] == 4
     json.dumps(r, allow_nan=False)
 
@@ -94,14 +94,14 @@ def test_compare_degenerate_gives_none_with_note_not_nan(t, b):
     json.dumps(r, allow_nan=False)
     assert r["welch_t"]["statistic"] is None and r["welch_t"]["p_value"] is None
     assert "Welch" in r["note"]
-    assert r["ci_low"] <= r["delta"] <= r["ci_high"]
-    assert all(isinstance(r[k], float) for k in ("delta", "ci_low", "ci_high"))
+    assert r["ci_low"] <= r["mean"] <= r["ci_high"]
+    assert all(isinstance(r[k], float) for k in ("mean", "ci_low", "ci_high"))
 
 
 def test_compare_one_constant_group_still_runs_welch():
     r = compare_to_baseline([0.8, 0.81, 0.83], [0.3, 0.3, 0.3], n_resamples=200)
     assert r["welch_t"]["p_value"] < 0.01
-    assert r["ci_low"] < r["delta"] < r["ci_high"] and "resampled" in r["note"]
+    assert r["ci_low"] < r["mean"] < r["ci_high"] and "resampled" in r["note"]
 
 
 def test_stats_errors():

@@ -47,11 +47,11 @@ def test_block_is_made_of_the_named_statistics() -> None:
     for base in ("random", "init"):
         d = block[f"trained_minus_{base}"]
         direct = compare_to_baseline(trained, values[base], **kw)
-        assert d["delta"] == direct["delta"]
+        assert d["mean"] == direct["mean"]
         assert d["pair_bootstrap"]["ci_low"] == direct["ci_low"]
         held = seed_bootstrap_ci(matrix - block[base]["mean"], method="bca", **kw)
         assert (d["ci_low"], d["ci_high"]) == (held["ci_low"], held["ci_high"])
-        assert d["ci_method"].endswith("baseline mean held fixed")
+        assert d["method"].endswith("baseline mean held fixed")
     assert "permutation" in block["trained_minus_random"]
     assert "permutation" not in block["trained_minus_init"]  # one pair: nothing to permute
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 
 from husai.errors import HusaiError
-from husai.metrics._validate import ArrayLike, as_tensor, check_finite, unit_rows
+from husai.metrics.validate import ArrayLike, as_tensor, check_finite, unit_rows
 
 DEFAULT_BLOCK_SIZE = 1024  # rows per block: 1024 x 65,536 float32 = 256 MiB (bench_metrics.py)
 _TINY32 = 1e-15  # float32 row norms below this go through the careful (copying) path

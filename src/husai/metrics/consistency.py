@@ -23,7 +23,6 @@ from husai.metrics._blocks import (
     scaled_rows,
     top_candidates_scaled,
 )
-from husai.metrics._validate import ArrayLike, check_block_size, check_threshold
 from husai.metrics.matching import (
     DEFAULT_TOP_M,
     Matching,
@@ -33,6 +32,7 @@ from husai.metrics.matching import (
     fallback_scores,
     resolve_method,
 )
+from husai.metrics.validate import ArrayLike, check_block_size, check_threshold
 
 
 def best_match(

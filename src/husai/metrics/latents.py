@@ -19,8 +19,8 @@ import torch
 
 from husai.errors import HusaiError
 from husai.metrics._blocks import DEFAULT_BLOCK_SIZE, best_match_scaled, check_same_d, scaled_rows
-from husai.metrics._validate import ArrayLike, as_tensor, check_block_size, check_threshold
 from husai.metrics.matching import DEFAULT_TOP_M, assignment
+from husai.metrics.validate import ArrayLike, as_tensor, check_block_size, check_threshold
 
 
 def per_latent_best(

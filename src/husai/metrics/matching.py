@@ -37,7 +37,7 @@ from husai.metrics._blocks import (
     scaled_rows,
     top_candidates_scaled,
 )
-from husai.metrics._validate import ArrayLike, as_tensor, check_block_size, check_finite
+from husai.metrics.validate import ArrayLike, as_tensor, check_block_size, check_finite
 
 EXACT_MAX = 8192  # largest side solved exactly by method="auto"
 DEFAULT_TOP_M = 16  # candidates per latent (each direction) for method="sparse"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from husai.errors import HusaiError
-from husai.metrics._validate import ArrayLike, as_tensor, check_finite
+from husai.metrics.validate import ArrayLike, as_tensor, check_finite
 
 
 def _tensor(x: ArrayLike, name: str) -> torch.Tensor:

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from husai.errors import HusaiError
-from husai.metrics._validate import ArrayLike, check_threshold, unit_rows
+from husai.metrics.validate import ArrayLike, check_threshold, unit_rows
 
 
 def recovery(true_FD: ArrayLike, W_dec: ArrayLike, threshold: float = 0.9) -> dict[str, Any]:

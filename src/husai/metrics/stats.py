@@ -127,8 +127,8 @@ def compare_to_baseline(
     """Is ``trained`` consistency above the ``baseline`` (e.g. random-dictionary) scores?
 
     One-sided, alternative "trained > baseline" (higher = more consistent). Returns
-    ``{"delta", "ci_low", "ci_high", "level", "ci_method", "mean_trained", "mean_baseline",
-    "n_trained", "n_baseline", "mann_whitney", "welch_t", "note"}`` where ``delta`` is
+    ``{"mean", "ci_low", "ci_high", "level", "method", "mean_trained", "mean_baseline",
+    "n_trained", "n_baseline", "mann_whitney", "welch_t", "note"}`` where ``mean`` is
     mean(trained) - mean(baseline) with a percentile-bootstrap CI (each group resampled
     independently), and ``mann_whitney`` / ``welch_t`` are ``{"name", "statistic", "p_value"}``
     from ``scipy.stats.mannwhitneyu`` and ``scipy.stats.ttest_ind(equal_var=False)``. A
@@ -175,11 +175,11 @@ def compare_to_baseline(
             notes,
         )
     return {
-        "delta": delta,
+        "mean": delta,
         "ci_low": lo,
         "ci_high": hi,
         "level": float(level),
-        "ci_method": ci_method,
+        "method": ci_method,
         "mean_trained": mt,
         "mean_baseline": mb,
         "n_trained": int(t.size),

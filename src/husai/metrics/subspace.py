@@ -18,7 +18,7 @@ import torch
 
 from husai.errors import HusaiError
 from husai.metrics._blocks import check_same_d, scaled_rows
-from husai.metrics._validate import ArrayLike
+from husai.metrics.validate import ArrayLike
 
 
 def default_rank(d: int, n_a: int, n_b: int) -> int:

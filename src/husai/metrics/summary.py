@@ -10,7 +10,9 @@ with ``pairwise`` (``pairwise_groups``). One metric's block (``summarise_values`
   (resample seeds, not pairs: pairs share seeds, so a pair bootstrap is too narrow; the
   baseline's mean is held fixed, its spread being far smaller than the trained seeds'); the
   pair-bootstrap CIs stay under ``pair_bootstrap``;
-- ``matrix``: the trained pairwise matrix; ``variant``: what the number is.
+- ``matrix``: the trained pairwise matrix; ``seed_means``: each trained seed's mean score
+  against the other seeds (its matrix row without the diagonal); ``variant``: what the
+  number is.
 Every bootstrap and test is seeded with ``settings.baseline_seed``, so a summary is a
 deterministic function of its inputs.
 """
@@ -22,7 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from husai.metrics._validate import ArrayLike
 from husai.metrics.consistency import pairwise
 from husai.metrics.stats import (
     bootstrap_ci,
@@ -30,6 +31,7 @@ from husai.metrics.stats import (
     permutation_test,
     seed_bootstrap_ci,
 )
+from husai.metrics.validate import ArrayLike
 
 HUNGARIAN = "auto"  # the one-to-one matching of every summary: exact up to EXACT_MAX latents
 
@@ -111,8 +113,10 @@ def summarise_values(
             block[f"trained_minus_{base}"]["permutation"] = permutation_test(
                 trained, block[base]["pairs"], n_resamples=settings.n_bootstrap, seed=seed
             )
-    _seed_level(block, np.asarray(matrix, dtype=np.float64), bases, settings)
+    m = np.asarray(matrix, dtype=np.float64)
+    _seed_level(block, m, bases, settings)
     block["matrix"] = np.asarray(matrix).tolist()
+    block["seed_means"] = ((m.sum(1) - 1) / (len(m) - 1)).tolist()  # vs the other seeds
     return block
 
 
@@ -133,11 +137,11 @@ def _seed_level(
     for base in bases:
         d = block[f"trained_minus_{base}"]
         sb = seed_bootstrap_ci(matrix - block[base]["mean"], **kw)
-        d["pair_bootstrap"] = {k: d[k] for k in ("ci_low", "ci_high", "ci_method")}
+        d["pair_bootstrap"] = {k: d[k] for k in ("ci_low", "ci_high", "method")}
         d.update(
             ci_low=sb["ci_low"],
             ci_high=sb["ci_high"],
-            ci_method=f"{sb['method']}, baseline mean held fixed",
+            method=f"{sb['method']}, baseline mean held fixed",
         )
 
 

@@ -83,8 +83,7 @@ def ev_vs_pwmcc(archs: dict[str, Any], seeds: list[int], front: list[str], path:
     means = []
     for i, (label, arch) in enumerate(archs.items()):
         colour = f"C{i % 10}"
-        m = np.array(R.matrix(arch))
-        per_seed = (m.sum(1) - 1) / (len(seeds) - 1)
+        per_seed = R.metric(arch, "pwmcc")["seed_means"]
         ev = [q["explained_variance"] for q in arch["quality"]["per_seed"].values()]
         ax.scatter(ev, per_seed, s=12, alpha=0.45, color=colour)
         t = R.trained(arch)

@@ -57,7 +57,7 @@ from husai.toy.fourier import (
 )
 
 if TYPE_CHECKING:
-    from husai.metrics._validate import ArrayLike
+    from husai.metrics.validate import ArrayLike
 
 Basis = Literal["answer", "inputs"]
 _ZERO_TOL = 1e-6  # directions below this × RMS row norm count as absent
@@ -91,7 +91,7 @@ def input_grid(cfg: ToyModelConfig) -> Grid:
 def _tensor(x: ArrayLike, name: str) -> Tensor:
     """Detached tensor of a tensor or numpy array; NaN/Inf raise."""
     # imported here: husai.metrics pulls in scipy, which `import husai.toy` should not
-    from husai.metrics._validate import as_tensor, check_finite
+    from husai.metrics.validate import as_tensor, check_finite
 
     t = as_tensor(x, name)
     check_finite(t, name)
