@@ -430,8 +430,7 @@ def train_sae_cmd(
 
     from husai.activations import load_activations
     from husai.config import SAEConfig, format_error
-    from husai.sae import save, train_sae
-    from husai.sae.regularise import train_reference
+    from husai.sae import save_seeds, train_sae
 
     try:
         cfg = SAEConfig.model_validate(given(ctx, SAE_FIELDS, fields))
@@ -441,16 +440,8 @@ def train_sae_cmd(
     except ValueError:
         raise HusaiError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
     x, _ = load_activations(activations)
-    reference = None
-    if cfg.consistency_penalty in ("reference", "assignment"):
-        reference = train_reference(cfg, x, seed_list)
-    sae, info = train_sae(cfg, x, seed_list, reference=reference)
-    for s, seed in enumerate(seed_list):
-        save(
-            sae.select(s),
-            out / f"seed_{seed}",
-            extra={"final_train_mse": info["final_train_mse"][s]},
-        )
+    sae, info = train_sae(cfg, x, seed_list)
+    save_seeds(sae, out, info)
     typer.echo(f"{out}: {len(seed_list)} {cfg.architecture} SAEs ({x.shape[1]}→{sae.d_sae})")
 
 

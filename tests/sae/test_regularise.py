@@ -166,8 +166,6 @@ def test_train_step_reports_the_penalty() -> None:
 @pytest.mark.parametrize(
     ("mode", "seeds", "ref", "match"),
     [
-        ("reference", [1], None, "'reference' needs a reference decoder"),
-        ("assignment", [1], None, "'assignment' needs a reference decoder"),
         ("reference", [1], torch.randn(32, 15), r"must be \[n, 16\].*got \(32, 15\)"),
         ("reference", [1], torch.randn(32), r"must be \[n, 16\]"),
         ("reference", [1], torch.full((4, 16), float("nan")), "NaN/Inf or all-zero"),
@@ -181,6 +179,19 @@ def test_bad_setups_are_one_line_errors(mode: str, seeds: list, ref, match: str)
     with pytest.raises(HusaiError, match=match) as e:
         train_sae(cfg, _x()[:64], seeds, reference=ref)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("mode", ["reference", "assignment"])
+def test_without_a_reference_train_sae_trains_the_default_one(mode: str) -> None:
+    from husai.sae.regularise import make_regulariser, train_reference
+
+    cfg = SAEConfig(**SMALL, consistency_penalty=mode, consistency_lambda=1.0, reference_seed=9)
+    x = _x()[:128]
+    auto = train_sae(cfg, x, [1, 2])[0].W_dec
+    given = train_sae(cfg, x, [1, 2], reference=train_reference(cfg, x, [1, 2]))[0].W_dec
+    assert torch.equal(auto, given)
+    with pytest.raises(HusaiError, match=f"'{mode}' needs a reference decoder"):
+        make_regulariser(cfg, 2, 16, None)
 
 
 def test_config_validation() -> None:

@@ -37,17 +37,12 @@ from husai.experiments.evaluate import (
 from husai.io import config_hash, read_json, sha256_file, tensor_hash, write_json
 from husai.metrics import bootstrap_ci
 from husai.sae import load as load_sae
-from husai.sae import save as save_sae
 from husai.sae import train_sae
 from husai.sae.base import SAE
-from husai.sae.io import CFG_FILE
+from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import initial_sae
 
 SAE_JOB_VERSION = 5  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields
-
-
-def seed_dir(out_dir: Path, seed: int) -> Path:
-    return Path(out_dir) / f"seed_{seed}"
 
 
 def _stack(saes: list[SAE]) -> SAE:
@@ -80,11 +75,6 @@ def train_or_load(
     if all((d / CFG_FILE).is_file() for d in dirs):
         if all(read_json(d / CFG_FILE)["husai"].get("job_hash") == key for d in dirs):
             return _stack([load_sae(d) for d in dirs]), False
-    reference = None
-    if sae_cfg.consistency_penalty in ("reference", "assignment"):
-        from husai.sae.regularise import train_reference
-
-        reference = train_reference(sae_cfg, x, seeds, y_ND=y)
     points: list[dict[str, Any]] = []
     every = sae_cfg.trajectory_every_epochs
 
@@ -94,32 +84,15 @@ def train_or_load(
 
     if sae_cfg.init == "random" and y is None:  # the at-init point
         checkpoint(0, initial_sae(sae_cfg, x, seeds))
-    sae, info = train_sae(
-        sae_cfg, x, seeds, y_ND=y, progress=progress, reference=reference, on_epoch=checkpoint
-    )
+    sae, info = train_sae(sae_cfg, x, seeds, y_ND=y, progress=progress, on_epoch=checkpoint)
     if every:
         write_json(Path(out_dir) / TRAJECTORY_FILE, points)
     if tc is not None:
         sae.hook_name, sae.hook_name_out = tc["hook"], tc["hook_out"]
-    for s, d in enumerate(dirs):
-        extra = {
-            "job_hash": key,
-            "final_train_mse": info["final_train_mse"][s],
-            "steps": info["steps"][s],
-            **{
-                k: info[k][s]
-                for k in (
-                    "resampled_latents",
-                    "sparsity_coefficient",
-                    "consistency_penalty",
-                    "consistency_mcc",
-                )
-                if k in info
-            },
-            "activations_tensor_sha256": x_hash,
-            **({"targets_tensor_sha256": tc["targets"]} if tc is not None else {}),
-        }
-        save_sae(sae.select(s), d, extra=extra)
+    extra = {"job_hash": key, "activations_tensor_sha256": x_hash}
+    if tc is not None:
+        extra["targets_tensor_sha256"] = tc["targets"]
+    save_seeds(sae, out_dir, info, extra)
     return sae, True
 
 

@@ -6,7 +6,9 @@ share and the architecture's `params`. Every architecture is also a transcoder (
 one hook, target y at another): `train_sae(cfg, x, seeds, y_ND=y)`,
 `build_sae(cfg, d_in, seeds, d_out=...)`.
 Consistency-regularised training (`consistency_penalty`, husai.sae.regularise):
-`train_sae(cfg, x, seeds, reference=R)`, R e.g. from `regularise.train_reference`.
+`train_sae(cfg, x, seeds, reference=R)`; without R, the "reference" and "assignment" modes
+train `regularise.train_reference`'s default. `save_seeds(sae, out_dir, info)` writes every
+seed of an ensemble to `out_dir/seed_<n>/`.
 
 An SAE object is an ensemble of seeds with stacked weights (`W_dec` [S, d_sae, d_out]);
 `load(path)` gives a one-seed ensemble, and `sae.saelens_weights()` its weights in
@@ -17,7 +19,7 @@ ensemble.
 
 from husai.sae.base import SAE
 from husai.sae.config import SAEConfig
-from husai.sae.io import find_saes, load, save
+from husai.sae.io import find_saes, load, save, save_seeds
 from husai.sae.registry import REGISTRY, register
 from husai.sae.trainer import build_sae, train_sae
 
@@ -30,5 +32,6 @@ __all__ = [
     "load",
     "register",
     "save",
+    "save_seeds",
     "train_sae",
 ]

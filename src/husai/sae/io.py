@@ -14,13 +14,49 @@ directory into its SAE directories.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from husai.sae.base import SAE
 from husai.sae.formats import detect, find_saes, read
 from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
 from husai.sae.formats.saelens import FROM_SAELENS, save
 
-__all__ = ["CFG_FILE", "FROM_SAELENS", "WEIGHTS_FILE", "detect", "find_saes", "load", "save"]
+__all__ = [
+    "CFG_FILE",
+    "FROM_SAELENS",
+    "WEIGHTS_FILE",
+    "detect",
+    "find_saes",
+    "load",
+    "save",
+    "save_seeds",
+    "seed_dir",
+]
+# train_sae's per-seed results recorded in each seed's cfg.json (when present)
+SEED_INFO = (
+    "final_train_mse",
+    "steps",
+    "resampled_latents",
+    "sparsity_coefficient",
+    "consistency_penalty",
+    "consistency_mcc",
+)
+
+
+def seed_dir(out_dir: Path, seed: int) -> Path:
+    return Path(out_dir) / f"seed_{seed}"
+
+
+def save_seeds(
+    sae: SAE, out_dir: Path, info: dict[str, list[Any]], extra: dict[str, Any] | None = None
+) -> list[Path]:
+    """Every seed of an ensemble to `out_dir/seed_<n>/` (SAELens layout), with its own
+    `train_sae` results (`info`) and `extra` under cfg.json's "husai" key."""
+    dirs = []
+    for s, seed in enumerate(sae.seeds):
+        mine = {k: info[k][s] for k in SEED_INFO if k in info}
+        dirs.append(save(sae.select(s), seed_dir(out_dir, seed), extra={**mine, **(extra or {})}))
+    return dirs
 
 
 def load(path: Path, format: str | None = None) -> SAE:

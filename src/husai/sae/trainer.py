@@ -124,10 +124,15 @@ def train_sae(
     """Train one SAE per seed on activations [N, D] (or, given targets y [N, O], one
     transcoder x → y), starting from `initial_sae`; returns the ensemble and final losses
     (MSE against the target). `reference` [G, O]: the frozen decoder that
-    consistency_penalty "reference" and "assignment" pull towards (husai.sae.regularise;
-    e.g. `train_reference`)."""
+    consistency_penalty "reference" and "assignment" pull towards (husai.sae.regularise);
+    not given, it is `train_reference`'s default (this config without the penalty, trained
+    for `reference_seed`)."""
     x_ND, y_ND = _inputs(cfg, x_ND, y_ND)
     N = len(x_ND)
+    if reference is None and cfg.consistency_penalty in ("reference", "assignment"):
+        from husai.sae.regularise import train_reference
+
+        reference = train_reference(cfg, x_ND, seeds, y_ND=y_ND)
     sae = _initial(cfg, x_ND, seeds, y_ND)
     consistency = make_regulariser(cfg, len(seeds), sae.d_out, reference)
     sae.start_training(N)
