@@ -108,8 +108,8 @@ def test_no_room_imports_another_rooms_private_names() -> None:
 def test_private_import_check_can_fail() -> None:
     """The AST check above sees both kinds of private import, and allows a room's own."""
     src = (
-        "from husai.metrics.validate import check_threshold\n"
-        "from husai.config import format_error\n"
+        "from husai.metrics._probe import check_threshold\n"
+        "from husai.config import _probe\n"
         "import husai.sae._x\n"
         "from husai.report.figures import _save\n"
     )

@@ -122,11 +122,13 @@ def test_init_baseline_is_what_training_starts_from(
     from husai.experiments.evaluate import consistency
     from husai.metrics import pairwise
     from husai.sae import trainer
+    from husai.sae.registry import REGISTRY
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(300, 8, generator=g) + 0.5
     y = torch.randn(300, 5, generator=g) + x[:, :5] if transcoder else None
-    cfg = SAEConfig(architecture=arch, d_sae=16, k=2, init=init, epochs=1, batch_size=100)
+    fields = {"k": 2} if REGISTRY[arch].uses_k else {}
+    cfg = SAEConfig(architecture=arch, d_sae=16, init=init, epochs=1, batch_size=100, **fields)
     starts: list[dict[str, torch.Tensor]] = []
     real_step = trainer.train_step
 

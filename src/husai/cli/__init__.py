@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 import functools
-import inspect
 import sys
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
+from husai.cli.options import (
+    architectures,
+    config_options,
+    config_reference,
+    given,
+    sae_fields,
+    synthetic_fields,
+)
+from husai.cli.output import compare_table, matrix_table, progress, stdout, summary_table
 from husai.errors import HusaiError
 
 app = typer.Typer(
@@ -27,7 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Do sparse autoencoders learn the same features under another seed?",
 )
-console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -43,176 +43,6 @@ def user_errors(f: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-# -- options generated from the config models ---------------------------------------------
-NULL = "null"
-
-
-def _cli_type(ann: Any) -> tuple[Any, Callable[[str], Any], str | None]:
-    """(the type typer parses, the conversion of a given value for pydantic, a metavar) of a
-    field: plain int / float / str / bool / Literal as they are; optional and tuple fields
-    as text (`null` = None; a tuple comma-separated), which pydantic validates."""
-    args = get_args(ann)
-    if get_origin(ann) in (Union, types.UnionType) and type(None) in args:
-        (inner,) = [a for a in args if a is not type(None)]
-        conv = _cli_type(inner)[1]
-        name = getattr(inner, "__name__", "value")
-        return str, lambda v: None if v.lower() in (NULL, "none") else conv(v), f"<{name}|{NULL}>"
-    if get_origin(ann) is tuple:
-        name = getattr(args[0], "__name__", "value") if args else "value"
-        return str, lambda v: [x.strip() for x in v.split(",")], f"<{name},...>"
-    if ann in (int, float, str, bool) or get_origin(ann) is Literal:
-        return ann, lambda v: v, None
-    return str, lambda v: v, None
-
-
-def _cli_default(value: Any) -> Any:
-    """A default as the command line would give it (shown by --help, never passed on)."""
-    if value is None:
-        return NULL
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return value
-
-
-def config_options(
-    fields: dict[str, FieldInfo], choices: dict[str, tuple[str, ...]] | None = None
-) -> Callable[[F], F]:
-    """Add one option per config field to a command `f(ctx, ..., **fields)`: the field's
-    description as help, its pydantic default as the shown default (`choices`: a str field's
-    allowed values). `given(ctx, fields)` then returns only the options given on the command
-    line, so a field's default is always the config model's own."""
-
-    def wrap(f: F) -> F:
-        sig = inspect.signature(f, eval_str=True)
-        fixed = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-        extra = []
-        for name, field in fields.items():
-            ann = field.annotation
-            if choices and name in choices:
-                ann = Literal[choices[name]]  # type: ignore[valid-type]
-            cli, _, metavar = _cli_type(ann)
-            opt = typer.Option(
-                f"--{name.replace('_', '-')}", help=field.description, metavar=metavar
-            )
-            default = _cli_default(field.get_default(call_default_factory=True))
-            kind = inspect.Parameter.KEYWORD_ONLY
-            extra.append(
-                inspect.Parameter(name, kind, default=default, annotation=Annotated[cli, opt])
-            )
-        f.__signature__ = sig.replace(parameters=[*fixed, *extra])  # type: ignore[attr-defined]
-        return f
-
-    return wrap
-
-
-def given(
-    ctx: typer.Context, fields: dict[str, FieldInfo], values: dict[str, Any]
-) -> dict[str, Any]:
-    """The config-field options that were given on the command line, converted for pydantic."""
-    out = {}
-    for name, value in values.items():
-        source = ctx.get_parameter_source(name)  # typer's vendored click: compare by name
-        if name in fields and source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
-            out[name] = _cli_type(fields[name].annotation)[1](value)
-    return out
-
-
-def config_reference() -> str:
-    """Every RunConfig field with its default and description (for `husai run --help`);
-    an architecture's own SAE fields name the architectures that have them."""
-    from husai.config import DataConfig, RunConfig, SAEConfig, SweepConfig
-    from husai.sae.registry import REGISTRY, field_owners
-
-    lines: list[str] = []
-
-    def short(item: BaseModel) -> dict[str, Any]:
-        keys = ("name", "architecture", "source")
-        return {k: getattr(item, k) for k in keys if getattr(item, k, None) is not None}
-
-    def line(name: str, field: FieldInfo) -> str:
-        if field.is_required():
-            return f"{name} (required): {field.description or ''}"
-        default = field.get_default(call_default_factory=True)
-        if isinstance(default, tuple) and default and isinstance(default[0], BaseModel):
-            default = [short(d) for d in default]
-        return f"{name} = {default!r}: {field.description or ''}"
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            ann = field.annotation
-            if model is SAEConfig and name == "params":
-                for own, archs in field_owners().items():
-                    f = REGISTRY[archs[0]].Params.model_fields[own]
-                    lines.append(line(f"{prefix}{own} ({', '.join(archs)})", f))
-            elif isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, f"{prefix}{name}.")
-            else:
-                lines.append(line(prefix + name, field))
-
-    walk(RunConfig, "")
-    walk(DataConfig, "data[].")
-    walk(SAEConfig, "saes[].")
-    walk(SweepConfig, "sweep.")
-    return "\n\n".join(lines)
-
-
-def _progress() -> tuple[Progress, Callable[[str, int, int], None]]:
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-    tasks: dict[str, Any] = {}
-
-    def update(label: str, i: int, n: int) -> None:
-        if label not in tasks:
-            what = "SAE jobs done" if label == "jobs" else f"train SAE {label}"
-            tasks[label] = bar.add_task(what, total=n)
-        bar.update(tasks[label], completed=i)
-
-    return bar, update
-
-
-def _stdout() -> Console:
-    """Standard output; wide enough for the tables when it is not a terminal."""
-    c = Console()
-    return c if c.is_terminal else Console(width=160)
-
-
-def _rich_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
-    t = Table(title=title)
-    for col in header:
-        t.add_column(col)
-    for r in rows:
-        t.add_row(*r)
-    return t
-
-
-def _summary_table(metrics: dict[str, Any]) -> Table:
-    """The run's results, one row per data set / SAE (columns from husai.report.tables)."""
-    from husai.report.tables import COLUMNS, columns, known_extras, rows
-
-    header: list[str] = []
-    body: list[list[str]] = []
-    for name, ds in metrics["datasets"].items():
-        first = next(iter(ds["architectures"].values()))
-        extra = known_extras(first)[:1]  # downstream accuracy or recovery MCC
-        cols = [
-            ("data / SAE", lambda label, _, name=name: f"{name}/{label}"),
-            *columns("pwmcc", "pwmcc_random", "delta", "hungarian", "ev", "l0", "dead"),
-            ("acc (spliced) / recovery", COLUMNS[extra[0]][1] if extra else lambda *_: "—"),
-        ]
-        header, part = rows(ds["architectures"], cols)
-        body += part
-    return _rich_table(
-        "husai: cross-seed consistency (decoder rows; higher = more consistent)", header, body
-    )
 
 
 EXECUTOR_HELP = "where the SAE jobs run: inline (this process) | process (local pool) | ray"
@@ -241,7 +71,7 @@ def _run_pipeline(
     if quiet:
         metrics = run_pipeline(cfg, out, cache_dir=cache_dir, **engine)
     else:
-        bar, update = _progress()
+        bar, update = progress()
         with bar:
             metrics = run_pipeline(
                 cfg, out, cache_dir=cache_dir, progress=update, toy_progress=True, **engine
@@ -249,10 +79,10 @@ def _run_pipeline(
     from husai.io import read_json
 
     manifest = read_json(out / "manifest.json")
-    out_console = _stdout()
+    out_console = stdout()
     from husai.report import in_config_order
 
-    out_console.print(_summary_table(in_config_order(metrics)))
+    out_console.print(summary_table(in_config_order(metrics)))
     jobs = manifest["jobs"]
     out_console.print(
         f"jobs: {len(jobs['ran'])} ran ({jobs['executor']}, {jobs['workers']} worker(s)), "
@@ -348,7 +178,7 @@ def calibrate(
         cfg, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address
     )
     imp = result["improvement_selected_minus_control"]
-    _stdout().print(
+    stdout().print(
         f"selected k = {result['selected_k']}; PWMCC improvement over k = "
         f"{result['control_k']}: {imp['mean']:+.3f} [{imp['ci_low']:+.3f}, {imp['ci_high']:+.3f}]"
         f"; total {time.perf_counter() - t0:.1f} s; report: {out / 'report.md'}"
@@ -391,32 +221,12 @@ def extract(
     typer.echo(f"{out}: {tuple(acts.shape)} activations of {hook} ({position}, {split})")
 
 
-def _sae_fields() -> dict[str, FieldInfo]:
-    """train-sae's options: SAEConfig's shared fields (but the trajectory, which `husai run`
-    records), then every architecture's own fields (one definition per name, tested)."""
-    from husai.config import SAEConfig
-    from husai.sae.registry import REGISTRY, field_owners
-
-    shared = SAEConfig.model_fields.items()
-    out = {n: f for n, f in shared if n not in ("params", "trajectory_every_epochs")}
-    for name, archs in field_owners().items():
-        out[name] = f = copy.copy(REGISTRY[archs[0]].Params.model_fields[name])
-        f.description = f"({', '.join(archs)}) {f.description}"
-    return out
-
-
-def _architectures() -> tuple[str, ...]:
-    from husai.sae.registry import REGISTRY
-
-    return tuple(sorted(REGISTRY))
-
-
-SAE_FIELDS = _sae_fields()
+SAE_FIELDS = sae_fields()
 
 
 @app.command("train-sae")
 @user_errors
-@config_options(SAE_FIELDS, choices={"architecture": _architectures()})
+@config_options(SAE_FIELDS, choices={"architecture": architectures()})
 def train_sae_cmd(
     ctx: typer.Context,
     activations: Annotated[Path, typer.Argument(help="activation file (.safetensors)")],
@@ -443,37 +253,6 @@ def train_sae_cmd(
     sae, info = train_sae(cfg, x, seed_list)
     save_seeds(sae, out, info)
     typer.echo(f"{out}: {len(seed_list)} {cfg.architecture} SAEs ({x.shape[1]}→{sae.d_sae})")
-
-
-def _compare_table(res: dict[str, Any], n: int) -> Table:
-    rows = res["rows_compared"]
-    t = Table(
-        title=f"{n} SAEs, d_in {res['d_in']}: {rows}-row consistency "
-        "(every score: higher = more consistent)"
-    )
-    for col in ("metric", "trained mean [95% CI]", "random", "Δ [95% CI]", "variant"):
-        t.add_column(col)
-    for key, v in res.items():
-        if isinstance(v, dict) and "trained" in v:
-            tr, d = v["trained"], v["trained_minus_random"]
-            t.add_row(
-                key,
-                f"{tr['mean']:.3f} [{tr['ci_low']:.3f}, {tr['ci_high']:.3f}]",
-                f"{v['random']['mean']:.3f}",
-                f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
-                v["variant"],
-            )
-    return t
-
-
-def _matrix_table(res: dict[str, Any], key: str, labels: list[str]) -> Table:
-    t = Table(title=f"{key} per pair (trained; random mean {res[key]['random']['mean']:.3f})")
-    t.add_column("")
-    for lab in labels:
-        t.add_column(lab)
-    for lab, row in zip(labels, res[key]["matrix"], strict=True):
-        t.add_row(lab, *(f"{v:.3f}" for v in row))
-    return t
 
 
 @app.command()
@@ -529,10 +308,10 @@ def compare(
         fmt=fmt,
     )
     res, labels = cmp.summary, cmp.labels
-    out = _stdout()
-    out.print(_compare_table(res, len(sae_dirs)))
+    out = stdout()
+    out.print(compare_table(res, len(sae_dirs)))
     for key in ("pwmcc", "hungarian_mcc", "shared_latent_rate"):
-        out.print(_matrix_table(res, key, labels))
+        out.print(matrix_table(res, key, labels))
     dead = res["dead_latents"]
     if dead["excluded"]:
         out.print(
@@ -553,13 +332,7 @@ def compare(
         typer.echo(f"wrote {path}")
 
 
-def _synthetic_fields() -> dict[str, FieldInfo]:
-    from husai.synthetic import SyntheticConfig
-
-    return dict(SyntheticConfig.model_fields)
-
-
-SYNTHETIC_FIELDS = _synthetic_fields()
+SYNTHETIC_FIELDS = synthetic_fields()
 
 
 @app.command()
