@@ -111,6 +111,163 @@ def _load_x(activations: Path | Tensor, d_in: int) -> Tensor:
     return x
 
 
+@dataclass
+class _Rows:
+    """The rows compared (`dicts`, per SAE, latents in `keep`) and the other kind of rows,
+    with their matched random baselines (drawn as `husai run` draws them)."""
+
+    enc: list[Tensor]
+    dec: list[Tensor]
+    rand_enc: list[Tensor]
+    rand_dec: list[Tensor]
+    encoder: bool
+
+    @property
+    def dicts(self) -> list[Tensor]:
+        return self.enc if self.encoder else self.dec
+
+    @property
+    def rand(self) -> list[Tensor]:
+        return self.rand_enc if self.encoder else self.rand_dec
+
+    @property
+    def name(self) -> str:
+        return "encoder" if self.encoder else "decoder"
+
+
+def _rows(saes: list[SAE], keep: list[np.ndarray], encoder: bool, seed: int) -> _Rows:
+    enc = [s.W_enc[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
+    dec = [s.W_dec[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
+    dicts, other = (enc, dec) if encoder else (dec, enc)
+    # the compared rows' baseline first, drawn as `husai run` draws it; then the other rows'
+    rand = random_dictionaries_like([tuple(d.shape) for d in dicts + other], seed)
+    rand, rand_other = rand[: len(dicts)], rand[len(dicts) :]
+    rand_enc, rand_dec = (rand, rand_other) if encoder else (rand_other, rand)
+    return _Rows(enc, dec, rand_enc, rand_dec, encoder)
+
+
+def _check_options(
+    paths: list[Path],
+    activations: Any,
+    exclude_dead: bool,
+    shared_threshold: float,
+    subspace_rank: int | None,
+) -> None:
+    if len(paths) < 2:
+        raise HusaiError("compare needs at least two SAE directories")
+    if not 0.0 <= shared_threshold <= 1.0:
+        raise HusaiError(f"shared_threshold must lie in [0, 1], got {shared_threshold}")
+    if subspace_rank is not None and subspace_rank < 1:
+        raise HusaiError(f"subspace_rank must be a positive integer, got {subspace_rank}")
+    if exclude_dead and activations is None:
+        raise HusaiError("--exclude-dead needs --activations (dead = never fires on them)")
+
+
+def _variants(rows: str, trained: dict[str, Any]) -> dict[str, str]:
+    """The summarised metrics' variant texts, naming the rows compared."""
+    methods = sorted(set(trained["hungarian_mcc"]["methods"]))
+    shared = f"{VARIANTS['shared_fraction']}; {rows} rows"
+    return {
+        "pwmcc": f"{VARIANTS['pwmcc']}; {rows} rows. Song et al.'s 'PWMCC' is the "
+        "one-to-one version: see hungarian_mcc",
+        "hungarian_mcc": f"mean |cos| over the one-to-one matching maximising total |cos| "
+        f"of {rows} rows ({'; '.join(methods)}); {HIGHER}",
+        **{f"shared_fraction@{t}": f"{shared} (threshold {t:g})" for t in trained["thresholds"]},
+    }
+
+
+def _shared_latents(
+    r: _Rows, pairs: list[tuple[int, int]], threshold: float, m: MetricsConfig
+) -> dict[str, Any]:
+    """Paulo & Belrose shared latents (encoder and decoder matchings agree, both > threshold)."""
+    slr: dict[str, list[float]] = {"trained": [], "random": []}
+    for i, j in pairs:
+        for g, enc, dec in (("trained", r.enc, r.dec), ("random", r.rand_enc, r.rand_dec)):
+            rate = shared_latent_rate(
+                enc[i], dec[i], enc[j], dec[j], threshold, block_size=m.block_size
+            )["rate"]
+            slr[g].append(rate)
+    return summarise_values(
+        slr,
+        pair_matrix(len(r.enc), pairs, slr["trained"]),
+        "Paulo & Belrose shared latents: fraction of latents (mean over both SAEs) that the "
+        "one-to-one encoder-row matching and decoder-row matching pair with the same partner, "
+        f"with both |cos| > {threshold:g}; {HIGHER}",
+        m,
+    )
+
+
+def _subspace(
+    r: _Rows, pairs: list[tuple[int, int]], rank: int | None, m: MetricsConfig
+) -> dict[str, Any]:
+    """Subspace stability: principal angles between the top-rank principal directions."""
+    sizes = [len(d) for d in r.dicts]
+    width = r.dicts[0].shape[1]
+    rank = rank or default_rank(width, min(sizes), min(sizes))
+    sub: dict[str, list[float]] = {"trained": [], "random": []}
+    for i, j in pairs:
+        sub["trained"].append(subspace_similarity(r.dicts[i], r.dicts[j], rank))
+        sub["random"].append(subspace_similarity(r.rand[i], r.rand[j], rank))
+    return summarise_values(
+        sub,
+        pair_matrix(len(sizes), pairs, sub["trained"]),
+        f"mean cos² of the principal angles between the top-{rank} principal directions (right "
+        f"singular vectors of the unit {r.name} rows) of the two SAEs; random r-subspaces "
+        f"score ~ r/d = {rank / width:.3f}; {HIGHER}",
+        m,
+    )
+
+
+def _firing_block(paths: list[Path], firing: list[Any], n_tok: int) -> dict[str, Any]:
+    per_sae = []
+    for p, f in zip(paths, firing, strict=True):
+        c = f.counts[0].numpy()
+        per_sae.append(
+            {
+                "sae": str(p),
+                "mean_firing_frequency": float((c / n_tok).mean()),
+                "n_dead": int((c == 0).sum()),
+                "dead_fraction": f.result()[0]["dead_fraction"],
+            }
+        )
+    return {
+        "n_tokens": n_tok,
+        "per_sae": per_sae,
+        "variant": "firing frequency = fraction of tokens on which a latent is nonzero; "
+        "dead = never fires on these activations",
+    }
+
+
+def _activation_block(
+    saes: list[SAE],
+    keep: list[np.ndarray],
+    x_ND: Tensor,
+    trained: dict[str, Any],
+    rows: str,
+    m: MetricsConfig,
+    chunk: int,
+) -> dict[str, Any]:
+    """Activation MCC of the latents matched one-to-one, vs a random pairing."""
+    pairs, sizes = trained["pairs"], [len(k) for k in keep]
+    gen = np.random.default_rng(m.baseline_seed)
+    pair_idx = {}
+    for i, j in pairs:
+        mt = trained["matchings"][(i, j)]
+        k = min(sizes[i], sizes[j])
+        rnd = (gen.permutation(sizes[i])[:k], gen.permutation(sizes[j])[:k])
+        pair_idx[(i, j)] = {"trained": (mt.rows, mt.cols), "random": rnd}
+    corr = _activation_mcc(saes, keep, x_ND, pair_idx, chunk)
+    act = {g: [corr[p][g] for p in pairs] for g in ("trained", "random")}
+    return summarise_values(
+        act,
+        pair_matrix(len(saes), pairs, act["trained"]),
+        "mean Pearson correlation over tokens of the activations of latent pairs matched "
+        f"one-to-one on {rows}-row |cos| (the hungarian_mcc matching); a constant "
+        f"latent scores 0; baseline: random pairing; {HIGHER}",
+        m,
+    )
+
+
 def compare(
     paths: list[Path],
     m: MetricsConfig | None = None,
@@ -131,17 +288,9 @@ def compare(
     Raises ``HusaiError`` for user mistakes (one line).
     """
     m = m or MetricsConfig()
-    if len(paths) < 2:
-        raise HusaiError("compare needs at least two SAE directories")
-    if not 0.0 <= shared_threshold <= 1.0:
-        raise HusaiError(f"shared_threshold must lie in [0, 1], got {shared_threshold}")
-    if subspace_rank is not None and subspace_rank < 1:
-        raise HusaiError(f"subspace_rank must be a positive integer, got {subspace_rank}")
-    if exclude_dead and activations is None:
-        raise HusaiError("--exclude-dead needs --activations (dead = never fires on them)")
+    _check_options(paths, activations, exclude_dead, shared_threshold, subspace_rank)
     saes = _load_all(paths, fmt)
     d_in = saes[0].d_in
-    rows_name = "encoder" if encoder else "decoder"
     x_ND = _load_x(activations, d_in) if activations is not None else None
 
     firing = None if x_ND is None else [stream_quality(s.encode, x_ND, chunk=chunk) for s in saes]
@@ -152,124 +301,36 @@ def compare(
         empty = [str(p) for p, k in zip(paths, keep, strict=True) if len(k) == 0]
         if empty:
             raise HusaiError(f"every latent is dead on these activations in: {', '.join(empty)}")
-    enc = [s.W_enc[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
-    dec = [s.W_dec[0].detach()[torch.as_tensor(k)] for s, k in zip(saes, keep, strict=True)]
-    dicts, other = (enc, dec) if encoder else (dec, enc)
+    rows = _rows(saes, keep, encoder, m.baseline_seed)
     sizes = [len(k) for k in keep]
-    # the compared rows' baseline first, drawn as `husai run` draws it; then the other rows'
-    rand = random_dictionaries_like([tuple(d.shape) for d in dicts + other], m.baseline_seed)
-    rand, rand_other = rand[: len(dicts)], rand[len(dicts) :]
-    rand_enc, rand_dec = (rand, rand_other) if encoder else (rand_other, rand)
-
-    groups = pairwise_groups({"trained": dicts, "random": rand}, m.thresholds, m.block_size)
+    groups = pairwise_groups(
+        {"trained": rows.dicts, "random": rows.rand}, m.thresholds, m.block_size
+    )
     trained, random = groups["trained"], groups["random"]
     pairs = trained["pairs"]
-    n = len(saes)
     dropped = [s.d_sae - k for s, k in zip(saes, sizes, strict=True)]
     out: dict[str, Any] = {
         "saes": [str(p) for p in paths],
         "d_in": d_in,
         "d_sae": [s.d_sae for s in saes],
-        "rows_compared": rows_name,
+        "rows_compared": rows.name,
         "baseline": "matched random unit-Gaussian dictionaries (same shapes); "
         "activation MCC: a random one-to-one pairing of the same latents",
         "direction": f"every score: {HIGHER}",
         "dead_latents": {
             "excluded": exclude_dead,
-            "dropped_per_sae": dropped if exclude_dead else [0] * n,
+            "dropped_per_sae": dropped if exclude_dead else [0] * len(saes),
             "latents_used_per_sae": sizes,
         },
+        **summarise_pairwise(groups, m, _variants(rows.name, trained)),
+        "shared_latent_rate": _shared_latents(rows, pairs, shared_threshold, m),
+        "subspace_similarity": _subspace(rows, pairs, subspace_rank, m),
     }
-    methods = sorted(set(trained["hungarian_mcc"]["methods"]))
-    shared = f"{VARIANTS['shared_fraction']}; {rows_name} rows"
-    variants = {
-        "pwmcc": f"{VARIANTS['pwmcc']}; {rows_name} rows. Song et al.'s 'PWMCC' is the "
-        "one-to-one version: see hungarian_mcc",
-        "hungarian_mcc": f"mean |cos| over the one-to-one matching maximising total |cos| "
-        f"of {rows_name} rows ({'; '.join(methods)}); {HIGHER}",
-        **{f"shared_fraction@{t}": f"{shared} (threshold {t:g})" for t in trained["thresholds"]},
-    }
-    out.update(summarise_pairwise(groups, m, variants))
-
-    # Paulo & Belrose shared latents (encoder and decoder matchings agree, both > threshold)
-    slr: dict[str, list[float]] = {"trained": [], "random": []}
-    for i, j in pairs:
-        slr["trained"].append(
-            shared_latent_rate(
-                enc[i], dec[i], enc[j], dec[j], shared_threshold, block_size=m.block_size
-            )["rate"]
-        )
-        slr["random"].append(
-            shared_latent_rate(
-                rand_enc[i],
-                rand_dec[i],
-                rand_enc[j],
-                rand_dec[j],
-                shared_threshold,
-                block_size=m.block_size,
-            )["rate"]
-        )
-    out["shared_latent_rate"] = summarise_values(
-        slr,
-        pair_matrix(n, pairs, slr["trained"]),
-        "Paulo & Belrose shared latents: fraction of latents (mean over both SAEs) that the "
-        "one-to-one encoder-row matching and decoder-row matching pair with the same partner, "
-        f"with both |cos| > {shared_threshold:g}; {HIGHER}",
-        m,
-    )
-
-    # subspace stability
-    width = dicts[0].shape[1]
-    r = subspace_rank or default_rank(width, min(sizes), min(sizes))
-    sub = {"trained": [], "random": []}
-    for i, j in pairs:
-        sub["trained"].append(subspace_similarity(dicts[i], dicts[j], r))
-        sub["random"].append(subspace_similarity(rand[i], rand[j], r))
-    out["subspace_similarity"] = summarise_values(
-        sub,
-        pair_matrix(n, pairs, sub["trained"]),
-        f"mean cos² of the principal angles between the top-{r} principal directions (right "
-        f"singular vectors of the unit {rows_name} rows) of the two SAEs; random r-subspaces "
-        f"score ~ r/d = {r / width:.3f}; {HIGHER}",
-        m,
-    )
-
     freq = None
     if x_ND is not None:
-        n_tok = len(x_ND)
-        freq = [c / n_tok for c in counts]
-        out["firing"] = {
-            "n_tokens": n_tok,
-            "per_sae": [
-                {
-                    "sae": str(p),
-                    "mean_firing_frequency": float(f.mean()),
-                    "n_dead": int((c == 0).sum()),
-                    "dead_fraction": q.result()[0]["dead_fraction"],
-                }
-                for p, f, c, q in zip(paths, freq, counts, firing, strict=True)
-            ],
-            "variant": "firing frequency = fraction of tokens on which a latent is nonzero; "
-            "dead = never fires on these activations",
-        }
-        gen = np.random.default_rng(m.baseline_seed)
-        pair_idx = {}
-        for i, j in pairs:
-            mt = trained["matchings"][(i, j)]
-            k = min(sizes[i], sizes[j])
-            rnd = (gen.permutation(sizes[i])[:k], gen.permutation(sizes[j])[:k])
-            pair_idx[(i, j)] = {"trained": (mt.rows, mt.cols), "random": rnd}
-        corr = _activation_mcc(saes, keep, x_ND, pair_idx, chunk)
-        act = {g: [corr[p][g] for p in pairs] for g in ("trained", "random")}
-        out["activation_mcc"] = summarise_values(
-            act,
-            pair_matrix(n, pairs, act["trained"]),
-            "mean Pearson correlation over tokens of the activations of latent pairs matched "
-            f"one-to-one on {rows_name}-row |cos| (the hungarian_mcc matching); a constant "
-            f"latent scores 0; baseline: random pairing; {HIGHER}",
-            m,
-        )
-
+        freq = [c / len(x_ND) for c in counts]
+        out["firing"] = _firing_block(paths, firing, len(x_ND))
+        out["activation_mcc"] = _activation_block(saes, keep, x_ND, trained, rows.name, m, chunk)
     per_latent, mean_best = _per_latent(paths, trained, random, keep, sizes, saes, counts, freq)
     return Comparison(out, per_latent, mean_best)
 
