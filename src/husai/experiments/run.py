@@ -212,26 +212,7 @@ def _run(
     }
     if cfg.sweep is not None:
         metrics["sweep"] = cfg.sweep.summary()
-    toy = None
-    if cfg.uses_toy:
-        from husai.toy import load_checkpoint
-
-        with timer.stage("toy_model"):
-            model_dir = toy_model_stage(cfg, run_dir, cache_dir, toy_progress)
-            model, _, toy_summary = load_checkpoint(model_dir)
-            model.eval()
-            toy = (model, sha256_file(model_dir / "model.safetensors"))
-        with timer.stage("toy_structure"):
-            from husai.toy.structure import structure_summary
-
-            structure = structure_summary(model, cfg.toy)
-        metrics["toy_model"] = {
-            "artifact": "toy_model/config.json",
-            "config": cfg.toy.model_dump(mode="json"),
-            **toy_summary,
-            "structure": structure,
-        }
-        metrics["downstream_eval_split"] = "toy model test split (pairs never trained on)"
+    toy = _toy(cfg, run_dir, cache_dir, toy_progress, timer, metrics) if cfg.uses_toy else None
 
     datasets = []
     for data_cfg in cfg.data:
@@ -252,7 +233,50 @@ def _run(
     metrics.update(aggregate(metrics, cfg.metrics))
     write_json(run_dir / "metrics.json", metrics)
 
-    manifest = {
+    manifest = _manifest(cfg, timer, jobs, summary)
+    write_json(run_dir / "manifest.json", manifest)  # the report reads provenance from it
+    with timer.stage("report"):
+        from husai.report import render
+
+        render(run_dir)
+    manifest["timings_seconds"].append({"stage": "report", "seconds": timer.seconds["report"]})
+    manifest["artifacts"] = artifact_hashes(run_dir)
+    write_json(run_dir / "manifest.json", manifest)
+    return metrics
+
+
+def _toy(
+    cfg: RunConfig,
+    run_dir: Path,
+    cache_dir: Path,
+    progress: bool,
+    timer: Timer,
+    metrics: dict[str, Any],
+) -> tuple[Any, str]:
+    """The toy model stage and its structure: (model, sha256 of its weights); fills
+    metrics' `toy_model` block."""
+    from husai.toy import load_checkpoint
+    from husai.toy.structure import structure_summary
+
+    with timer.stage("toy_model"):
+        model_dir = toy_model_stage(cfg, run_dir, cache_dir, progress)
+        model, _, toy_summary = load_checkpoint(model_dir)
+        model.eval()
+    with timer.stage("toy_structure"):
+        structure = structure_summary(model, cfg.toy)
+    metrics["toy_model"] = {
+        "artifact": "toy_model/config.json",
+        "config": cfg.toy.model_dump(mode="json"),
+        **toy_summary,
+        "structure": structure,
+    }
+    metrics["downstream_eval_split"] = "toy model test split (pairs never trained on)"
+    return model, sha256_file(model_dir / "model.safetensors")
+
+
+def _manifest(cfg: RunConfig, timer: Timer, jobs: list[Job], summary: Summary) -> dict[str, Any]:
+    """manifest.json (its `artifacts` are filled in last)."""
+    return {
         "config": cfg.model_dump(mode="json"),
         "config_hash": config_hash(cfg.model_dump(mode="json")),
         "seeds": list(cfg.seeds),
@@ -268,15 +292,6 @@ def _run(
         ],
         "artifacts": {},
     }
-    write_json(run_dir / "manifest.json", manifest)  # the report reads provenance from it
-    with timer.stage("report"):
-        from husai.report import render
-
-        render(run_dir)
-    manifest["timings_seconds"].append({"stage": "report", "seconds": timer.seconds["report"]})
-    manifest["artifacts"] = artifact_hashes(run_dir)
-    write_json(run_dir / "manifest.json", manifest)
-    return metrics
 
 
 def _jobs_record(jobs: list[Job], summary: Summary) -> dict[str, Any]:
