@@ -213,3 +213,17 @@ def test_permutation_tests_and_holm_in_report(tiny_run: Path) -> None:
     report = (tiny_run / "report.md").read_text()
     adj = holm(ps)["p_adjusted"]["toy/topk/pwmcc"]
     assert "Holm-adjusted" in report and (f"Holm-adjusted p = {adj:.2g}" in report or adj < 1e-4)
+
+
+def test_report_names_the_configured_ci_level(tiny_run: Path) -> None:
+    """The report prints the run's ci_level, not a fixed 95% (only formats metrics.json)."""
+    import json
+
+    from husai.report import in_config_order
+    from husai.report.markdown import render_markdown
+
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert "[95% CI]" in render_markdown(in_config_order(m), None)
+    m["metrics_config"]["ci_level"] = 0.9
+    text = render_markdown(in_config_order(m), None)
+    assert "[90% CI]" in text and "[90% CI, " in text and "95% CI" not in text

@@ -8,6 +8,7 @@ from typing import Any
 from husai.errors import HusaiError
 from husai.io import read_json, write_text
 from husai.report import figures
+from husai.report.format import level
 from husai.report.markdown import render_markdown
 from husai.report.sweep import sweep_figures
 
@@ -34,18 +35,18 @@ def render(run_dir: Path) -> Path:
     manifest_path = run_dir / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
     fig_dir = run_dir / "figures"
-    seeds = metrics["seeds"]
+    seeds, ci = metrics["seeds"], level(metrics["metrics_config"]["ci_level"])
     for name, ds in metrics["datasets"].items():
         archs = ds["architectures"]
         for label, arch in archs.items():
             figures.heatmap(
                 f"{name}/{label}", arch, seeds, fig_dir / f"pwmcc_heatmap_{name}_{label}.png"
             )
-        figures.trained_vs_baselines(archs, fig_dir / f"trained_vs_baselines_{name}.png")
+        figures.trained_vs_baselines(archs, fig_dir / f"trained_vs_baselines_{name}.png", ci)
         front = metrics["pareto"][name]
         figures.ev_vs_pwmcc(archs, seeds, front, fig_dir / f"ev_vs_pwmcc_{name}.png")
         if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:
-            figures.d_sae_trend(name, ds, fig_dir / f"d_sae_trend_{name}.png")
+            figures.d_sae_trend(name, ds, fig_dir / f"d_sae_trend_{name}.png", ci)
         if any("trajectory" in a for a in archs.values()):
             figures.trajectory(archs, fig_dir / f"trajectory_{name}.png")
     if "sweep" in metrics:

@@ -52,7 +52,7 @@ def heatmap(label: str, arch: dict[str, Any], seeds: list[int], path: Path) -> P
     return _save(fig, path)
 
 
-def trained_vs_baselines(archs: dict[str, Any], path: Path) -> Path:
+def trained_vs_baselines(archs: dict[str, Any], path: Path, ci: str = "95%") -> Path:
     metrics = [("pwmcc", "PWMCC (max-|cos|)"), ("hungarian_mcc", "Hungarian MCC (1-to-1)")]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     labels = list(archs)
@@ -70,7 +70,7 @@ def trained_vs_baselines(archs: dict[str, Any], path: Path) -> Path:
                 ax.text(x, mval + 0.02, f"{mval:.2f}", ha="center", fontsize=7)
         ax.set_xticks(range(len(labels)), labels)
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{title}\nhigher = more consistent; bars: 95% bootstrap CI", fontsize=9)
+        ax.set_title(f"{title}\nhigher = more consistent; bars: {ci} bootstrap CI", fontsize=9)
     axes[0].set_ylabel("mean over seed pairs")
     axes[1].legend(fontsize=8, loc="upper right")
     return _save(fig, path)
@@ -165,7 +165,7 @@ def training_curve(history: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def d_sae_trend(name: str, ds: dict[str, Any], path: Path) -> Path:
+def d_sae_trend(name: str, ds: dict[str, Any], path: Path, ci: str = "95%") -> Path:
     """PWMCC (trained vs random) and, with ground truth, recovery against dictionary size."""
     archs = ds["architectures"]
     n_true = ds.get("n_true_features")
@@ -195,7 +195,7 @@ def d_sae_trend(name: str, ds: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("d_sae / n_true_features" if n_true else "d_sae")
     ax.set_ylabel("higher = more consistent / better recovered")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"{name}: consistency vs dictionary size (95% CIs over pairs)", fontsize=9)
+    ax.set_title(f"{name}: consistency vs dictionary size ({ci} CIs over pairs)", fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -50,7 +50,9 @@ def _mark_rank(ax: plt.Axes, ds: dict[str, Any]) -> None:
         _vline(ax, n, f"true features {n}", color="#2ca02c", lw=1.2)
 
 
-def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, path: Path) -> Path:
+def sweep_figure(
+    name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, path: Path, ci: str = "95%"
+) -> Path:
     """PWMCC (trained vs random, with recovery if known) and explained variance against one
     swept field; on the d_sae axis the data set's effective rank is marked."""
     archs = ds["architectures"]
@@ -82,10 +84,10 @@ def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, p
         if x == "d_sae":
             _mark_rank(ax, ds)
     ax_c.set_ylabel("PWMCC (max-|cos|, symmetrised)\nhigher = more consistent")
-    ax_c.set_title(f"{name}: cross-seed consistency (mean over pairs, 95% CI)", fontsize=9)
+    ax_c.set_title(f"{name}: cross-seed consistency (mean over pairs, {ci} CI)", fontsize=9)
     ax_c.legend(fontsize=7)
     ax_q.set_ylabel("explained variance\nhigher = better reconstruction")
-    ax_q.set_title(f"{name}: explained variance (seed mean, 95% CI over seeds)", fontsize=9)
+    ax_q.set_title(f"{name}: explained variance (seed mean, {ci} CI over seeds)", fontsize=9)
     if len(sweep_groups(sweep, x)) > 1:
         ax_q.legend(fontsize=7)
     if x == "d_sae" and ds["effective_rank"]["participation_ratio"] > 0:
@@ -102,9 +104,9 @@ def sweep_figure(name: str, ds: dict[str, Any], sweep: dict[str, Any], x: str, p
 
 
 def sweep_figures(metrics: dict[str, Any], fig_dir: Path) -> list[Path]:
-    sweep = metrics["sweep"]
+    sweep, ci = metrics["sweep"], level(metrics["metrics_config"]["ci_level"])
     return [
-        sweep_figure(name, ds, sweep, x, fig_dir / f"sweep_{x}_{name}.png")
+        sweep_figure(name, ds, sweep, x, fig_dir / f"sweep_{x}_{name}.png", ci)
         for name, ds in metrics["datasets"].items()
         for x in swept_axes(sweep)
     ]
