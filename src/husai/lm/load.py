@@ -13,6 +13,7 @@ from husai.lm.adapters import family_of
 
 
 def _transformers():  # noqa: ANN202 - the module
+    """transformers, imported on first use (it takes seconds), or a HusaiError."""
     try:
         import transformers
     except ImportError:
@@ -47,3 +48,14 @@ def load_model(
         raise HusaiError(f"{path}: cannot load the model ({first})") from None
     family_of(model)
     return model.to(device).eval()
+
+
+def load_tokenizer(path: str | Path):  # noqa: ANN201 - a transformers tokenizer
+    """The tokenizer saved beside a local model (tokenizer.json …), offline."""
+    path = Path(path)
+    transformers = _transformers()
+    try:
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HusaiError(f"{path}: cannot load a tokenizer ({first})") from None
