@@ -41,8 +41,8 @@ PACKAGED = {
 
 
 def default_cache_dir() -> Path:
-    """`$HUSAI_CACHE/models`, else `~/.cache/husai/models`."""
-    root = os.environ.get("HUSAI_CACHE")
+    """`$HUSAI_CACHE_DIR/models` (the run cache's variable), else `~/.cache/husai/models`."""
+    root = os.environ.get("HUSAI_CACHE_DIR")
     return (Path(root) if root else Path.home() / ".cache" / "husai") / "models"
 
 
