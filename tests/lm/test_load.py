@@ -40,7 +40,7 @@ def _one_line(path: Path, match: str) -> None:
 def test_paths_that_are_not_models(tmp_path: Path) -> None:
     _one_line(tmp_path / "missing", "not a model directory \\(no such directory\\)")
     (tmp_path / "file.txt").write_text("x")
-    _one_line(tmp_path / "file.txt", "not a model directory \\(no such directory\\)")
+    _one_line(tmp_path / "file.txt", "not a model directory \\(a file\\)")
     _one_line(tmp_path, "not a model directory \\(no config.json\\)")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     _one_line(tmp_path, "no \\*.safetensors weights beside config.json")

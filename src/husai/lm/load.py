@@ -32,8 +32,10 @@ def load_model(
     (`local_files_only=True`); the model's family must be one `husai.lm` supports.
     """
     path = Path(path)
-    if not path.is_dir():
+    if not path.exists():
         raise HusaiError(f"{path}: not a model directory (no such directory)")
+    if not path.is_dir():
+        raise HusaiError(f"{path}: not a model directory (a file)")
     if not (path / "config.json").is_file():
         raise HusaiError(f"{path}: not a model directory (no config.json)")
     if not any(path.glob("*.safetensors")):
