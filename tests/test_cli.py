@@ -62,8 +62,10 @@ def test_compare_and_report_on_a_run(tiny_run: Path, tmp_path: Path) -> None:
     ours = m["datasets"]["toy"]["architectures"]["topk"]["consistency"]["pwmcc"]["trained"]["pairs"]
     assert out["pwmcc"]["trained"]["mean"] == pytest.approx(sum(ours) / 3)
     assert "pwmcc" in res.output
+    before = (tiny_run / "report.md").read_bytes()
     res = runner.invoke(app, ["report", str(tiny_run)])
     assert res.exit_code == 0 and "report.md" in res.output
+    assert (tiny_run / "report.md").read_bytes() == before  # a pure function of metrics.json
 
 
 def test_compare_rejects_mismatched_d_in(tiny_run: Path, tmp_path: Path) -> None:

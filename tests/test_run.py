@@ -210,6 +210,7 @@ def test_permutation_tests_and_holm_in_report(tiny_run: Path) -> None:
             got = block["trained_minus_random"]["permutation"]
             assert got["p_value"] == want["p_value"]
             ps[f"toy/{label}/{key}"] = got["p_value"]
+    assert m["multiple_testing"]["p_adjusted"] == holm(ps)["p_adjusted"]  # computed once, here
     report = (tiny_run / "report.md").read_text()
     adj = holm(ps)["p_adjusted"]["toy/topk/pwmcc"]
     assert "Holm-adjusted" in report and (f"Holm-adjusted p = {adj:.2g}" in report or adj < 1e-4)
