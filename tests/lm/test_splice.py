@@ -125,6 +125,8 @@ def test_splicing_changes_logits_only_downstream(tiny, batch) -> None:
     kept = splice(tiny, ids, {name: torch.zeros_like}, mask, positions=rest)
     torch.testing.assert_close(kept[:, 0], clean[:, 0], rtol=0, atol=0)
     assert (kept[:, 1:] - clean[:, 1:]).abs().max() > 1e-3
+    as_ints = splice(tiny, ids, {name: torch.zeros_like}, mask, positions=rest.long())
+    torch.testing.assert_close(as_ints, kept, rtol=0, atol=0)
 
 
 def test_several_sites_in_forward_order(tiny, batch) -> None:

@@ -11,7 +11,7 @@ with r = resid_pre + attn_out, and the block's own sum gives fn(r) (up to float 
 to both the MLP and the residual stream. `mlp_in` and `ln2_normalized` are, as in
 TransformerLens, what the MLP reads only: replacing them leaves the residual stream alone.
 
-`positions` (bool [B, T]) limits the replacement to those tokens (elsewhere the activation
+`positions` ([B, T], bool or 0/1) limits the replacement to those tokens (elsewhere the activation
 is kept); None replaces every position. A fn that returns its argument itself changes
 nothing, exactly. Hooks fire in forward order; they are removed in a `finally`.
 """
@@ -87,7 +87,7 @@ def _replacer(s: Site, fn: Replacement, positions: Tensor | None) -> Replacement
             )
         new = new.to(dtype=a.dtype, device=a.device)
         if positions is not None:
-            new = torch.where(positions.to(a.device).unsqueeze(-1), new, a)
+            new = torch.where(positions.to(a.device, torch.bool).unsqueeze(-1), new, a)
         return new
 
     return apply
