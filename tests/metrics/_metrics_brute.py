@@ -92,3 +92,33 @@ def quality(x: np.ndarray, x_hat: np.ndarray, codes: np.ndarray) -> dict[str, fl
         "l0": sum(fires) / n,
         "dead_fraction": sum(c == 0 for c in fires) / f,
     }
+
+
+def next_token_ce(logits, ids, mask) -> float:
+    """Mean −log softmax(logits[b, t])[ids[b, t + 1]] over t with tokens t, t + 1 real."""
+    total, n = 0.0, 0
+    for b in range(len(ids)):
+        for t in range(len(ids[b]) - 1):
+            if not (mask[b][t] and mask[b][t + 1]):
+                continue
+            row = [float(v) for v in logits[b][t]]
+            top = max(row)
+            lse = top + math.log(sum(math.exp(v - top) for v in row))
+            total += lse - row[int(ids[b][t + 1])]
+            n += 1
+    return total / n
+
+
+def next_token_kl(clean, spliced, mask) -> float:
+    """Mean Σ_v p log(p / q) of the softmaxes at every real position."""
+    total, n = 0.0, 0
+    for b in range(len(clean)):
+        for t in range(len(clean[b])):
+            if not mask[b][t]:
+                continue
+            p, q = ([math.exp(float(v)) for v in row] for row in (clean[b][t], spliced[b][t]))
+            zp, zq = sum(p), sum(q)
+            terms = zip(p, q, strict=True)
+            total += sum(pi / zp * math.log((pi / zp) / (qi / zq)) for pi, qi in terms)
+            n += 1
+    return total / n

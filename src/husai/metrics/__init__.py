@@ -12,7 +12,9 @@ blocks): ``pairwise_groups``, ``summarise_pairwise``, ``summarise_values``; SAE 
 ``mse``, ``explained_variance``, ``mean_l0``, ``firing_counts``, ``dead_fraction``,
 ``loss_recovered``; all of them streamed over row chunks of S seeds: ``QualityAccumulator``,
 ``stream_quality``, and at once ``reconstruction_quality`` (a transcoder's against its
-target); ground truth: ``recovery``; data: ``effective_rank``.
+target); a language model's next tokens: ``cross_entropy``,
+``next_token_accuracy``, ``kl_divergence`` (clean ‖ spliced), per position ``token_*``,
+``prediction_mask``, ``masked_mean``; ground truth: ``recovery``; data: ``effective_rank``.
 """
 
 from husai.metrics.baselines import random_dictionaries, random_dictionaries_like
@@ -31,6 +33,16 @@ from husai.metrics.latents import (
     shared_latent_rate,
 )
 from husai.metrics.matching import DEFAULT_TOP_M, EXACT_MAX, Matching, assignment
+from husai.metrics.next_token import (
+    cross_entropy,
+    kl_divergence,
+    masked_mean,
+    next_token_accuracy,
+    prediction_mask,
+    token_correct,
+    token_cross_entropy,
+    token_kl,
+)
 from husai.metrics.quality import (
     QualityAccumulator,
     dead_fraction,
@@ -65,6 +77,14 @@ from husai.metrics.summary import (
 )
 
 __all__ = [
+    "token_kl",
+    "token_cross_entropy",
+    "token_correct",
+    "prediction_mask",
+    "next_token_accuracy",
+    "masked_mean",
+    "kl_divergence",
+    "cross_entropy",
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_TOP_M",
     "EXACT_MAX",

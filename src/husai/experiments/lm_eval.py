@@ -1,0 +1,194 @@
+"""Downstream evaluation of SAEs (or transcoders) on a language model, on held-out contexts:
+the LM's next-token cross-entropy clean, with the site zero-ablated and mean-ablated, and
+with each seed's SAE spliced in (→ loss recovered vs zero and vs mean; KL to the clean
+next-token distribution), plus each seed's reconstruction quality on the same tokens.
+Shaped like the toy model's `downstream` block (`baselines`, `per_seed`).
+
+Replaced tokens: every real token (attention mask), except position 0 when
+`exclude_first` (the default; the BOS position, whose activation is an outlier in many
+models and is usually dropped from SAE training — as SAEBench's core eval with
+`exclude_special_tokens_from_reconstruction`). The mean for mean-ablation and the
+reconstruction quality are over those same tokens, from one capture pass; cross-entropy
+counts every real prediction and KL every real position (husai.metrics.next_token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from husai.errors import HusaiError
+from husai.lm import Adapter, Site, capture, splice
+from husai.lm.splice import forward_order
+from husai.metrics import (
+    loss_recovered,
+    masked_mean,
+    prediction_mask,
+    stream_quality,
+    token_correct,
+    token_cross_entropy,
+    token_kl,
+)
+from husai.sae.base import SAE
+
+
+def replaced_positions(attention_mask: Tensor, exclude_first: bool = True) -> Tensor:
+    """bool [B, T]: the tokens whose activation is replaced (and measured)."""
+    keep = attention_mask.bool().clone()
+    if exclude_first:
+        keep[:, 0] = False
+    return keep
+
+
+class _Tally:
+    """Per-position CE / correct / KL of one condition, gathered over batches."""
+
+    def __init__(self) -> None:
+        self.ce: list[Tensor] = []
+        self.correct: list[Tensor] = []
+        self.kl: list[Tensor] = []
+
+    def add(self, logits: Tensor, clean: Tensor | None, ids: Tensor, mask: Tensor) -> None:
+        pred = prediction_mask(ids, mask)
+        self.ce.append(token_cross_entropy(logits, ids)[pred])
+        self.correct.append(token_correct(logits, ids)[pred])
+        if clean is not None:
+            self.kl.append(token_kl(clean, logits)[mask.bool().cpu()])
+
+    def result(self) -> dict[str, float]:
+        ce, ok = torch.cat(self.ce), torch.cat(self.correct)
+        out = {
+            "loss": masked_mean(ce, torch.ones_like(ce, dtype=torch.bool)),
+            "accuracy": masked_mean(ok, torch.ones_like(ok)),
+        }
+        if self.kl:
+            kl = torch.cat(self.kl)
+            out["kl_to_clean"] = masked_mean(kl, torch.ones_like(kl, dtype=torch.bool))
+        return out
+
+
+def _check(model: nn.Module, sae: SAE, site: Site | str, site_out: Site | str | None, ids: Tensor):
+    adapter = Adapter(model)
+    s = adapter.site(site)
+    s_out = None if site_out is None else adapter.site(site_out)
+    if ids.dim() != 2 or ids.shape[0] == 0:
+        shape = tuple(ids.shape)
+        raise HusaiError(f"eval token ids must be [contexts, tokens], ≥ 1 context; got {shape}")
+    if ids.shape[1] < 2:
+        raise HusaiError(f"eval contexts need ≥ 2 tokens for a next-token loss, got {ids.shape[1]}")
+    if sae.transcoder != (s_out is not None):
+        what = "a transcoder needs site_out" if sae.transcoder else "site_out is for transcoders"
+        raise HusaiError(f"{what} (evaluating at {s.name})")
+    if s_out is not None and forward_order(s_out) <= forward_order(s):
+        raise HusaiError(f"a transcoder's output site {s_out.name} must come after {s.name}")
+    width = adapter.d_model  # every site of the supported families has the residual width
+    if sae.d_in != width or sae.d_out != width:
+        raise HusaiError(
+            f"the SAE maps d_in {sae.d_in} → d_out {sae.d_out}, the site {s.name} has width {width}"
+        )
+    return s, s_out
+
+
+@torch.no_grad()
+def lm_downstream(
+    model: nn.Module,
+    sae: SAE,
+    site: Site | str,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    site_out: Site | str | None = None,
+    batch_size: int = 8,
+    exclude_first: bool = True,
+    chunk: int = 4096,
+) -> dict[str, Any]:
+    """Baselines (clean / zero-ablated / mean-ablated loss, accuracy, KL to clean) and, per
+    seed, the spliced loss, accuracy, KL to clean, loss recovered vs zero and vs mean, and
+    MSE / explained variance / L0 / dead fraction on the replaced tokens' activations
+    (a transcoder: input at `site`, predicting and replacing `site_out`)."""
+    s, s_out = _check(model, sae, site, site_out, input_ids)
+    out_site = s_out or s
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    batches = [
+        (input_ids[i : i + batch_size], mask[i : i + batch_size])
+        for i in range(0, len(input_ids), batch_size)
+    ]
+    positions = [replaced_positions(m, exclude_first) for _, m in batches]
+    if not any(bool(p.any()) for p in positions):
+        raise HusaiError("no eval tokens to replace (every context is empty or one token long)")
+
+    # one capture pass: the replaced tokens' activations (input, and a transcoder's target)
+    names = [s.name] if s_out is None else [s.name, s_out.name]
+    xs: dict[str, list[Tensor]] = {n: [] for n in names}
+    for (ids, m), p in zip(batches, positions, strict=True):
+        acts = capture(model, ids, names, m)
+        for n in names:
+            xs[n].append(acts[n][p.to(acts[n].device)].cpu())
+    x = torch.cat(xs[s.name])
+    y = None if s_out is None else torch.cat(xs[s_out.name])
+    mean_D = (x if y is None else y).double().mean(0).float()
+    quality = stream_quality(sae.encode, x, sae.decode, y, chunk).result()
+
+    conditions: dict[str, Callable[[int], dict]] = {
+        "zero_ablated": lambda _: {out_site: torch.zeros_like},
+        "mean_ablated": lambda _: {out_site: lambda a: mean_D.to(a).expand_as(a)},
+    }
+    seeds = [sae.select(i) for i in range(sae.n_seeds)]
+    tallies = {k: _Tally() for k in ["clean", *conditions, *range(len(seeds))]}
+    for (ids, m), p in zip(batches, positions, strict=True):
+        clean = splice(model, ids, {}, m)
+        tallies["clean"].add(clean, None, ids, m)
+        for key, make in conditions.items():
+            tallies[key].add(splice(model, ids, make(0), m, positions=p), clean, ids, m)
+        for i, one in enumerate(seeds):
+            hooks = _sae_hooks(one, s, s_out)
+            tallies[i].add(splice(model, ids, hooks, m, positions=p), clean, ids, m)
+
+    base = {k: tallies[k].result() for k in ["clean", *conditions]}
+    per_seed = []
+    for i in range(len(seeds)):
+        r = tallies[i].result()
+        for ablation in ("zero", "mean"):
+            r[f"loss_recovered_vs_{ablation}"] = loss_recovered(
+                base["clean"]["loss"], r["loss"], base[f"{ablation}_ablated"]["loss"]
+            )
+        per_seed.append({**r, **quality[i]})
+    return {
+        "baselines": base,
+        "per_seed": per_seed,
+        "site": s.name,
+        "site_out": None if s_out is None else s_out.name,
+        "exclude_first": exclude_first,
+        "n_contexts": len(input_ids),
+        "n_replaced_tokens": len(x),
+        "n_predictions": sum(len(c) for c in tallies["clean"].ce),
+    }
+
+
+def _flat(one: SAE) -> Callable[[Tensor], Tensor]:
+    """[B, T, D] → the one-seed SAE's output [B, T, O], in the SAE's dtype and back."""
+
+    def fn(a: Tensor) -> Tensor:
+        w = one.W_dec
+        r = one(a.reshape(-1, a.shape[-1]).to(device=w.device, dtype=w.dtype))[0]
+        return r.reshape(*a.shape[:-1], -1).to(a)
+
+    return fn
+
+
+def _sae_hooks(one: SAE, s: Site, s_out: Site | None) -> dict[Site, Callable]:
+    """{site: reconstruction}, or a transcoder's: read `s`, replace `s_out` by the
+    prediction from it (later in the same forward)."""
+    if s_out is None:
+        return {s: _flat(one)}
+    seen: dict[str, Tensor] = {}
+    predict = _flat(one)
+
+    def read(a: Tensor) -> Tensor:
+        seen["x"] = a
+        return a
+
+    return {s: read, s_out: lambda a: predict(seen.pop("x"))}
