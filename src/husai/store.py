@@ -223,7 +223,8 @@ class StoreWriter:
             "shards": [],
         }
         self._done: dict[int, dict[str, Any]] = self._resume()
-        self._write_index()
+        if len(self._done) < self.index["n_shards"]:
+            self._write_index()  # a complete store that checks out is left as it is
 
     def _resume(self) -> dict[int, dict[str, Any]]:
         """The shards of an unfinished (or finished) store of the same settings that still
