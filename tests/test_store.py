@@ -160,6 +160,13 @@ def test_bad_index_is_one_line(tmp_path: Path) -> None:
         ActivationStore(tmp_path / "s")
 
 
+def test_check_names_what_does_not_match(tmp_path: Path) -> None:
+    store = _write(tmp_path / "s")
+    store.check(hook_name=HOOK, d=D, corpus_hash="abc")
+    with pytest.raises(HusaiError, match=r"does not match \(corpus_hash 'abc', expected 'x'\)"):
+        store.check(corpus_hash="x", d=D)
+
+
 def test_mixed_hooks_across_stores(tmp_path: Path) -> None:
     a = _write(tmp_path / "a")
     w = StoreWriter(tmp_path / "b", d=D, hook_name="blocks.0.hook_mlp_out", n_shards=1)
@@ -204,7 +211,9 @@ def test_token_policy_counts() -> None:
     keep = [acts[0, 1], acts[0, 2], acts[0, 3], acts[0, 5], *acts[1, [1, 2, 4, 5]]]
     assert torch.equal(rows, torch.stack(keep))
     clip = TokenPolicy(drop_bos=False, outlier_factor=10.0, outliers="clip")
+    before = acts.clone()
     rows, c = apply_token_policy(acts, clip, ids, bos_id=7)
+    assert torch.equal(acts, before)
     assert (c["clipped_outlier"], c["dropped_outlier"], c["kept"]) == (1, 0, 10)
     median = float(acts[1, 1:].norm(dim=-1).median())
     assert float(rows[5 + 2].norm()) == pytest.approx(10 * median, rel=1e-5)

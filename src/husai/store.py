@@ -116,7 +116,8 @@ def apply_token_policy(
     if acts_BTD.dim() != 3:
         raise HusaiError(f"activations must be [batch, tokens, d], got {tuple(acts_BTD.shape)}")
     B, T, _ = acts_BTD.shape
-    acts = acts_BTD.float()
+    clip = policy.outlier_factor is not None and policy.outliers == "clip"
+    acts = acts_BTD.to(torch.float32, copy=clip)  # clipping never touches the caller's tensor
     valid = torch.ones(B, T, dtype=torch.bool) if mask_BT is None else mask_BT.bool().cpu()
     counts = empty_counts()
     counts["seen"] = int(valid.sum())
@@ -360,6 +361,18 @@ class ActivationStore:
     @property
     def shard_rows(self) -> list[int]:
         return [int(s["rows"]) for s in self.index["shards"]]
+
+    def check(self, **expected: Any) -> None:
+        """Refuse a store made otherwise than the caller needs: each keyword is a metadata
+        key (or `hook_name`, `d`, `dtype`) and its expected value, e.g.
+        `check(tokenizer_hash=tokenizer_hash(tok))` for a tokenizer matching the store's."""
+        differ = []
+        for key, want in expected.items():
+            got = self.index[key] if key in ("hook_name", "d", "dtype") else self.metadata.get(key)
+            if got != want:
+                differ.append(f"{key} {got!r}, expected {want!r}")
+        if differ:
+            raise HusaiError(f"{self.path}: store does not match ({'; '.join(differ)})")
 
     def read_shard(self, k: int, *, normalize: bool = True) -> Tensor:
         """Shard k as float32 [rows, d], scaled by the store's normalisation unless

@@ -14,7 +14,7 @@ from _lm_tiny import D
 
 from husai.errors import HusaiError
 from husai.io import read_json
-from husai.lm import Corpus, capture, extract_to_stores, tokenize_contexts
+from husai.lm import Corpus, capture, extract_to_stores, tokenize_contexts, tokenizer_hash
 from husai.store import INDEX, ActivationStore, TokenPolicy, shard_name
 
 pytest.importorskip("transformers", reason="transformers not installed (pip install -e '.[lm]')")
@@ -143,7 +143,11 @@ def test_policy_counts_and_normalisation(tiny, contexts, tmp_path: Path) -> None
 
 
 def test_bad_input(tiny, contexts, tmp_path: Path) -> None:
-    _extract(tiny, contexts, tmp_path / "s")
+    res = _extract(tiny, contexts, tmp_path / "s")
+    store = ActivationStore(res.stores[SITES[0]])
+    store.check(tokenizer_hash=tokenizer_hash(tiny_tokenizer()))
+    with pytest.raises(HusaiError, match="store does not match \\(tokenizer_hash"):
+        store.check(tokenizer_hash=tokenizer_hash(tiny_tokenizer(bos=None)))
     other = tokenize_contexts(Corpus("d", (words(1, 200),)), tiny_tokenizer(), 8, n_contexts=22)
     with pytest.raises(HusaiError, match=r"other settings \(differs in: metadata\)"):
         _extract(tiny, other, tmp_path / "s")
