@@ -226,3 +226,28 @@ def test_token_policy_counts() -> None:
         TokenPolicy(outlier_factor=0.5)
     with pytest.raises(HusaiError, match="unknown normalize"):
         TokenPolicy(normalize="layer_norm")
+
+
+def test_same_bytes_from_another_process(tmp_path: Path) -> None:
+    """Shard files carry one metadata key, so their bytes (and the content hash) do not
+    depend on the process that wrote them (safetensors orders several keys at random)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[2]); import test_store as t; "
+        "from pathlib import Path; print(t._write(Path(sys.argv[1])).content_hash)"
+    )
+    here = str(Path(__file__).parent)
+    hashes = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / f"p{i}"), here],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        for i in range(2)
+    }  # fmt: skip
+    assert hashes == {_write(tmp_path / "here").content_hash}
+    for k in range(3):
+        assert (tmp_path / "p0" / shard_name(k)).read_bytes() == (
+            tmp_path / "p1" / shard_name(k)
+        ).read_bytes()
