@@ -167,6 +167,13 @@ def test_check_names_what_does_not_match(tmp_path: Path) -> None:
         store.check(corpus_hash="x", d=D)
 
 
+def test_a_store_of_no_rows_is_refused(tmp_path: Path) -> None:
+    w = StoreWriter(tmp_path / "s", d=D, hook_name=HOOK, n_shards=1)
+    w.write(0, torch.zeros(0, D), {"seen": 4, "dropped_first": 4})
+    with pytest.raises(HusaiError, match=r"no tokens kept \(token policy counts: .*'seen': 4"):
+        w.finish()
+
+
 def test_mixed_hooks_across_stores(tmp_path: Path) -> None:
     a = _write(tmp_path / "a")
     w = StoreWriter(tmp_path / "b", d=D, hook_name="blocks.0.hook_mlp_out", n_shards=1)

@@ -309,6 +309,10 @@ class StoreWriter:
         self.index["shards"] = shards
         self.index["n_tokens"] = sum(s["rows"] for s in shards)
         self.index["counts"] = {k: sum(s["counts"][k] for s in shards) for k in COUNT_KEYS}
+        if not self.index["n_tokens"]:
+            raise HusaiError(
+                f"{self.path}: no tokens kept (token policy counts: {self.index['counts']})"
+            )
         self.index["normalization"] = _mean_norm_scale(
             self.index["token_policy"]["normalize"], self.index["d"], shards
         )
