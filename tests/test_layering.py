@@ -27,6 +27,7 @@ ROOMS = {
     "cli",
     "results",
     "lm",
+    "store",
 }
 # room → rooms it must never import (directly or through another module)
 FORBIDDEN = {
@@ -36,6 +37,7 @@ FORBIDDEN = {
     "sae": {"experiments", "report", "toy", "lm"},
     "toy": {"experiments", "report", "lm"},
     "lm": {"experiments", "report", "sae", "metrics", "toy", "cli"},
+    "store": {"lm", "experiments", "report", "sae", "metrics", "toy", "cli", "config"},
 }
 
 

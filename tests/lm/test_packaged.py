@@ -63,3 +63,30 @@ def test_smollm2_converts_once_loads_and_captures(
     with torch.no_grad():
         hs = model(input_ids=ids[:, :128], output_hidden_states=True).hidden_states
     torch.testing.assert_close(acts, hs[16])
+
+
+@pytest.mark.slow
+def test_smollm2_stdlib_contexts_into_a_store(smollm2_dir: Path, tmp_path: Path) -> None:
+    """The real tokenizer's BOS policy on the stdlib corpus, and SmolLM2's position-0
+    outliers seen by the token policy (norm ≈ 150× the median at layer 15)."""
+    from husai.lm import extract_to_stores, stdlib_corpus, tokenize_contexts
+    from husai.store import ActivationStore, TokenPolicy
+
+    model, tok = load_model(smollm2_dir), load_tokenizer(smollm2_dir)
+    assert tok.bos_token == "<|im_start|>"
+    assert tok("x").input_ids[0] != tok.bos_token_id  # the tokenizer adds no BOS itself
+    ctx = tokenize_contexts(stdlib_corpus(), tok, 64, n_contexts=4)
+    assert ctx.ids.shape == (4, 64) and (ctx.ids[:, 0] == tok.bos_token_id).all()
+    name = "blocks.15.hook_resid_post"
+    policy = TokenPolicy(drop_first=False, drop_bos=False, outlier_factor=10.0)
+    res = extract_to_stores(
+        model, ctx, [name], tmp_path / "s", model_name="smollm2", policy=policy,
+        contexts_per_shard=2,
+    )  # fmt: skip
+    counts = res.counts[name]
+    assert counts["dropped_outlier"] >= 4 and res.tokens_per_s > 0  # every position 0
+    store = ActivationStore(tmp_path / "s")
+    acts = capture(model, ctx.ids, [name])[name]
+    norms = acts.norm(dim=-1)
+    assert (norms[:, 0] > 10 * norms[:, 1:].median()).all()
+    assert store.n_tokens == counts["kept"] == 4 * 64 - counts["dropped_outlier"]
