@@ -218,21 +218,20 @@ def _subspace(
     )
 
 
-def _firing_block(paths: list[Path], firing: list[Any], n_tok: int) -> dict[str, Any]:
-    per_sae = []
-    for p, f in zip(paths, firing, strict=True):
-        c = f.counts[0].numpy()
-        per_sae.append(
+def _firing_block(
+    paths: list[Path], firing: list[Any], counts: list[np.ndarray], freq: list[np.ndarray]
+) -> dict[str, Any]:
+    return {
+        "n_tokens": firing[0].n_rows,
+        "per_sae": [
             {
                 "sae": str(p),
-                "mean_firing_frequency": float((c / n_tok).mean()),
+                "mean_firing_frequency": float(f.mean()),
                 "n_dead": int((c == 0).sum()),
-                "dead_fraction": f.result()[0]["dead_fraction"],
+                "dead_fraction": q.result()[0]["dead_fraction"],
             }
-        )
-    return {
-        "n_tokens": n_tok,
-        "per_sae": per_sae,
+            for p, f, c, q in zip(paths, freq, counts, firing, strict=True)
+        ],
         "variant": "firing frequency = fraction of tokens on which a latent is nonzero; "
         "dead = never fires on these activations",
     }
@@ -329,7 +328,7 @@ def compare(
     freq = None
     if x_ND is not None:
         freq = [c / len(x_ND) for c in counts]
-        out["firing"] = _firing_block(paths, firing, len(x_ND))
+        out["firing"] = _firing_block(paths, firing, counts, freq)
         out["activation_mcc"] = _activation_block(saes, keep, x_ND, trained, rows.name, m, chunk)
     per_latent, mean_best = _per_latent(paths, trained, random, keep, sizes, saes, counts, freq)
     return Comparison(out, per_latent, mean_best)
