@@ -45,7 +45,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from husai.errors import HusaiError
-from husai.io import dumps_json, read_json, write_bytes, write_json
+from husai.io import dumps_json, read_json, sha256_file, write_bytes, write_json
 
 FORMAT = "husai-activation-store"
 VERSION = 1
@@ -247,7 +247,7 @@ class StoreWriter:
         done = {}
         for entry in old.get("shards", []):
             f = self.path / entry["file"]
-            if f.is_file() and hashlib.sha256(f.read_bytes()).hexdigest() == entry["sha256"]:
+            if f.is_file() and sha256_file(f) == entry["sha256"]:
                 done[int(entry["index"])] = entry
         return done
 
