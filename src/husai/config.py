@@ -123,15 +123,86 @@ class MetricsConfig(Strict):
     )
 
 
+STORE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class LMDataConfig(Strict):
+    """Activations of a language model (source = lm): one site of one layer, captured over
+    a corpus cut into fixed-length contexts, held in a sharded store on disk. The first
+    `train_tokens` // `context_size` contexts train the SAEs; the next `eval_contexts` are
+    held out for evaluation (quality, next-token loss with the SAE spliced in)."""
+
+    model: str = Field(
+        "smollm2", description="a packaged model's name (smollm2) or a local model directory"
+    )
+    layer: int = Field(15, ge=0, description="0-based block index")
+    site: str = Field(
+        "resid_post",
+        description="resid_pre, attn_out, resid_mid, mlp_in, ln2_normalized, mlp_out, "
+        "resid_post (TransformerLens names: blocks.L.hook_<site>)",
+    )
+    corpus: str | None = Field(
+        None,
+        description="a .txt / .jsonl / token-ids file; null = the embedded Python "
+        "standard-library documentation (topics and module docstrings)",
+    )
+    text_field: str = Field("text", description="the text field of a .jsonl corpus")
+    context_size: int = Field(128, ge=2, description="tokens per context (BOS included)")
+    prepend_bos: bool = Field(True, description="start every context with the BOS token")
+    train_tokens: int = Field(
+        204_800, gt=0, description="tokens run through the model for training contexts"
+    )
+    eval_contexts: int = Field(16, ge=1, description="held-out contexts for evaluation")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype of the stored activations"
+    )
+    batch_size: int = Field(8, gt=0, description="contexts per forward pass")
+    contexts_per_shard: int = Field(64, gt=0, description="contexts per store shard")
+    drop_first: bool = Field(True, description="drop position 0 (the BOS / attention sink)")
+    drop_bos: bool = Field(True, description="drop every BOS token inside a context")
+    outlier_factor: float | None = Field(
+        None, gt=1, description="tokens above this × their context's median norm are outliers"
+    )
+    outliers: Literal["drop", "clip"] = Field("drop", description="drop or clip outliers")
+    normalize: Literal["none", "expected_average_only_in"] = Field(
+        "expected_average_only_in",
+        description="scale activations so their mean norm is √d (SAELens's name); the "
+        "scale is in the store's index and in cfg.json",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LMDataConfig:
+        from husai.lm.sites import KINDS
+
+        if self.site not in KINDS:
+            raise ValueError(f"unknown site {self.site!r} (valid: {', '.join(KINDS)})")
+        if self.train_tokens < self.context_size:
+            raise ValueError(
+                f"train_tokens ({self.train_tokens}) holds no context of {self.context_size}"
+            )
+        return self
+
+    @property
+    def n_train_contexts(self) -> int:
+        return self.train_tokens // self.context_size
+
+    def extraction(self) -> dict[str, Any]:
+        """The fields that decide the forward passes (not layer or site): data sets equal
+        in these share one extraction."""
+        return self.model_dump(mode="json", exclude={"layer", "site"})
+
+
 class DataConfig(Strict):
     """One activation set the SAEs are trained on."""
 
     name: str = Field("toy", description="label in reports and directory names")
-    source: Literal["toy", "synthetic", "file"] = Field(
+    source: Literal["toy", "synthetic", "file", "lm"] = Field(
         "toy",
         description="toy = the toy model's `activations` hook; synthetic = generated with "
-        "known ground truth (`synthetic` fields); file = an activation file (`path`)",
+        "known ground truth (`synthetic` fields); file = an activation file (`path`); "
+        "lm = a language model's activations (`lm` fields)",
     )
+    lm: LMDataConfig | None = Field(None, description="the language model data (source = lm)")
     synthetic: dict[str, Any] | None = Field(
         None, description="husai.synthetic.SyntheticConfig fields (source = synthetic)"
     )
@@ -159,6 +230,8 @@ class DataConfig(Strict):
             SyntheticConfig.model_validate(self.synthetic or {})
         if self.source == "file" and not self.path:
             raise ValueError("source 'file' needs `path`")
+        if (self.source == "lm") != (self.lm is not None):
+            raise ValueError("`lm` fields go with source 'lm' (and source 'lm' needs them)")
         if self.target_hook is not None and self.source != "toy":
             raise ValueError("target_hook needs source 'toy'")
         return self
@@ -268,6 +341,10 @@ class RunConfig(Strict):
         description="SAE configurations; each is trained once per seed",
     )
     seeds: tuple[int, ...] = Field((42, 123, 456, 789, 1011), description="SAE seeds")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="where language models run and SAEs train (auto = cuda if available)",
+    )
     metrics: MetricsConfig = MetricsConfig()
     sweep: SweepConfig | None = Field(
         None, description="a grid of SAE configurations; expands into `saes` (see `husai sweep`)"

@@ -83,6 +83,13 @@ def _run_pipeline(
     from husai.report import in_config_order
 
     out_console.print(summary_table(in_config_order(metrics)))
+    for name, e in manifest.get("lm_extraction", {}).items():
+        out_console.print(
+            f"lm data {name}: {e['tokens_forward']} tokens through the model "
+            f"({e['tokens_per_s']:.0f} tokens/s, {e['seconds']:.1f} s; "
+            f"{e['shards_written']} shards written, {e['shards_kept']} reused), "
+            f"{sum(e['tokens_stored'].values())} stored"
+        )
     jobs = manifest["jobs"]
     out_console.print(
         f"jobs: {len(jobs['ran'])} ran ({jobs['executor']}, {jobs['workers']} worker(s)), "

@@ -24,7 +24,10 @@ Progress = Callable[[str, int, int], None]
 JobFunction = Callable[["Job", Progress | None], dict[str, Any]]
 
 # kind → "module:function"; resolved lazily so that any worker process can import it
-KINDS: dict[str, str] = {"sae": "husai.experiments.sae_job:sae_job"}
+KINDS: dict[str, str] = {
+    "sae": "husai.experiments.sae_job:sae_job",
+    "lm_sae": "husai.experiments.lm_job:lm_sae_job",
+}
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,47 @@ def _check(model: nn.Module, sae: SAE, site: Site | str, site_out: Site | str | 
     return s, s_out
 
 
+def _batches(ids: Tensor, mask: Tensor, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+    return [
+        (ids[i : i + batch_size], mask[i : i + batch_size]) for i in range(0, len(ids), batch_size)
+    ]
+
+
+def _replaced(
+    model: nn.Module,
+    names: list[str],
+    batches: list[tuple[Tensor, Tensor]],
+    positions: list[Tensor],
+) -> dict[str, Tensor]:
+    """One capture pass: the replaced tokens' activations [n, D] at each site, on CPU."""
+    if not any(bool(p.any()) for p in positions):
+        raise HusaiError("no eval tokens to replace (every context is empty or one token long)")
+    xs: dict[str, list[Tensor]] = {n: [] for n in names}
+    for (ids, m), p in zip(batches, positions, strict=True):
+        acts = capture(model, ids, names, m)
+        for n in names:
+            xs[n].append(acts[n][p.to(acts[n].device)].cpu())
+    return {n: torch.cat(v) for n, v in xs.items()}
+
+
+@torch.no_grad()
+def eval_activations(
+    model: nn.Module,
+    site: Site | str,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    batch_size: int = 8,
+    exclude_first: bool = True,
+) -> Tensor:
+    """The activations [n, D] at `site` of exactly the tokens `lm_downstream` replaces."""
+    s = Adapter(model).site(site)
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    batches = _batches(input_ids, mask, batch_size)
+    positions = [replaced_positions(m, exclude_first) for _, m in batches]
+    return _replaced(model, [s.name], batches, positions)[s.name]
+
+
 @torch.no_grad()
 def lm_downstream(
     model: nn.Module,
@@ -104,33 +145,31 @@ def lm_downstream(
     batch_size: int = 8,
     exclude_first: bool = True,
     chunk: int = 4096,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
     """Baselines (clean / zero-ablated / mean-ablated loss, accuracy, KL to clean) and, per
     seed, the spliced loss, accuracy, KL to clean, loss recovered vs zero and vs mean, and
     MSE / explained variance / L0 / dead fraction on the replaced tokens' activations
-    (a transcoder: input at `site`, predicting and replacing `site_out`)."""
+    (a transcoder: input at `site`, predicting and replacing `site_out`).
+
+    `scale`: the SAE was trained on activations × scale (a store's normalisation): it
+    reads a × scale and its output is divided by scale before it replaces the activation;
+    quality is measured in the SAE's (scaled) units."""
     s, s_out = _check(model, sae, site, site_out, input_ids)
     out_site = s_out or s
+    if not scale > 0:
+        raise HusaiError(f"scale must be > 0, got {scale}")
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    batches = [
-        (input_ids[i : i + batch_size], mask[i : i + batch_size])
-        for i in range(0, len(input_ids), batch_size)
-    ]
+    batches = _batches(input_ids, mask, batch_size)
     positions = [replaced_positions(m, exclude_first) for _, m in batches]
-    if not any(bool(p.any()) for p in positions):
-        raise HusaiError("no eval tokens to replace (every context is empty or one token long)")
-
-    # one capture pass: the replaced tokens' activations (input, and a transcoder's target)
     names = [s.name] if s_out is None else [s.name, s_out.name]
-    xs: dict[str, list[Tensor]] = {n: [] for n in names}
-    for (ids, m), p in zip(batches, positions, strict=True):
-        acts = capture(model, ids, names, m)
-        for n in names:
-            xs[n].append(acts[n][p.to(acts[n].device)].cpu())
-    x = torch.cat(xs[s.name])
-    y = None if s_out is None else torch.cat(xs[s_out.name])
+    xs = _replaced(model, names, batches, positions)
+    x = xs[s.name]
+    y = None if s_out is None else xs[s_out.name]
     mean_D = (x if y is None else y).double().mean(0).float()
-    quality = stream_quality(sae.encode, x, sae.decode, y, chunk).result()
+    quality = stream_quality(
+        sae.encode, x * scale, sae.decode, None if y is None else y * scale, chunk
+    ).result()
 
     conditions: dict[str, Callable[[int], dict]] = {
         "zero_ablated": lambda _: {out_site: torch.zeros_like},
@@ -144,7 +183,7 @@ def lm_downstream(
         for key, make in conditions.items():
             tallies[key].add(splice(model, ids, make(0), m, positions=p), clean, ids, m)
         for i, one in enumerate(seeds):
-            hooks = _sae_hooks(one, s, s_out)
+            hooks = _sae_hooks(one, s, s_out, scale)
             tallies[i].add(splice(model, ids, hooks, m, positions=p), clean, ids, m)
 
     base = {k: tallies[k].result() for k in ["clean", *conditions]}
@@ -168,24 +207,27 @@ def lm_downstream(
     }
 
 
-def _flat(one: SAE) -> Callable[[Tensor], Tensor]:
-    """[B, T, D] → the one-seed SAE's output [B, T, O], in the SAE's dtype and back."""
+def _flat(one: SAE, scale: float = 1.0) -> Callable[[Tensor], Tensor]:
+    """[B, T, D] → the one-seed SAE's output [B, T, O], in the SAE's dtype and back (input
+    × scale, output / scale)."""
 
     def fn(a: Tensor) -> Tensor:
         w = one.W_dec
-        r = one(a.reshape(-1, a.shape[-1]).to(device=w.device, dtype=w.dtype))[0]
+        a_in = a.reshape(-1, a.shape[-1]).to(device=w.device, dtype=w.dtype)
+        r = one(a_in * scale if scale != 1.0 else a_in)[0]
+        r = r / scale if scale != 1.0 else r
         return r.reshape(*a.shape[:-1], -1).to(a)
 
     return fn
 
 
-def _sae_hooks(one: SAE, s: Site, s_out: Site | None) -> dict[Site, Callable]:
+def _sae_hooks(one: SAE, s: Site, s_out: Site | None, scale: float = 1.0) -> dict[Site, Callable]:
     """{site: reconstruction}, or a transcoder's: read `s`, replace `s_out` by the
     prediction from it (later in the same forward)."""
     if s_out is None:
-        return {s: _flat(one)}
+        return {s: _flat(one, scale)}
     seen: dict[str, Tensor] = {}
-    predict = _flat(one)
+    predict = _flat(one, scale)
 
     def read(a: Tensor) -> Tensor:
         seen["x"] = a

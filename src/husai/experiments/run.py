@@ -31,6 +31,7 @@ from husai.config import DataConfig, RunConfig, SAEConfig
 from husai.errors import HusaiError
 from husai.experiments.aggregate import aggregate
 from husai.experiments.engine import Job, Progress, Summary, check_executor, run_jobs
+from husai.experiments.lm_job import LM_JOB_VERSION
 from husai.experiments.sae_job import SAE_JOB_VERSION
 from husai.io import config_hash, provenance, read_json, sha256_file, tensor_hash, write_json
 from husai.runtime import deterministic
@@ -80,6 +81,7 @@ class Dataset:
     info: dict[str, Any]
     truth_hash: str | None = None  # tensor hash of the ground-truth features (synthetic)
     target_hash: str | None = None  # tensor hash of a transcoder data set's targets
+    lm: Any = None  # a language model data set's `husai.experiments.lm_data.LMSet`
 
 
 def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> Dataset:
@@ -135,10 +137,55 @@ def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> 
     return Dataset(data.name, path, tensor_hash(x), info, truth_hash, y_hash)
 
 
+def _lm_datasets(cfg: RunConfig, run_dir: Path, cache_dir: Path, timer: Timer) -> dict:
+    """The `lm` data sets by name, extracted (or reused) group by group."""
+    from husai.experiments.lm_data import lm_groups, lm_stage
+
+    out = {}
+    for group in lm_groups(list(cfg.data)):
+        with timer.stage("lm_extract:" + "+".join(d.name for d in group)):
+            for s in lm_stage(group, run_dir, cache_dir, cfg.device):
+                out[s.name] = Dataset(s.name, s.store.path, s.store.content_hash, s.info, lm=s)
+    return out
+
+
+def make_lm_job(cfg: RunConfig, sae_cfg: SAEConfig, data: Dataset, run_dir: Path) -> Job:
+    """The job that trains one SAE config on an LM store and evaluates it on the model."""
+    from husai.experiments.lm_data import saelens_cfg
+
+    s = data.lm
+    lm_cfg = next(d.lm for d in cfg.data if d.name == data.name)
+    spec = {
+        "version": LM_JOB_VERSION,
+        "sae": sae_cfg.model_dump(mode="json"),
+        "seeds": list(cfg.seeds),
+        "store": data.hash,
+        "metrics": cfg.metrics.model_dump(mode="json"),
+        "device": cfg.device,
+        "lm": {
+            "model_hash": s.model_hash,
+            "hook": s.store.hook_name,
+            "eval": s.eval_hash,
+            "scale": s.store.scale,
+            "batch_size": lm_cfg.batch_size,
+            "cfg": saelens_cfg(s.store, lm_cfg),
+        },
+    }
+    inputs = {
+        "store": str(s.store.path.resolve()),
+        "model": str(s.model_dir),
+        "eval": str(s.eval_path.resolve()),
+    }
+    out_dir = run_dir.resolve() / "saes" / data.name / sae_cfg.label
+    return Job("lm_sae", spec, out_dir, inputs, name=f"{data.name}/{sae_cfg.label}")
+
+
 def make_sae_job(
     cfg: RunConfig, sae_cfg: SAEConfig, data: Dataset, run_dir: Path, model_hash: str | None
 ) -> Job:
     """The job that trains and evaluates one SAE config on one data set."""
+    if data.lm is not None:
+        return make_lm_job(cfg, sae_cfg, data, run_dir)
     run_dir = run_dir.resolve()  # absolute paths: workers may run in another directory
     down = None
     inputs = {"activations": str(data.path.resolve())}
@@ -214,8 +261,12 @@ def _run(
         metrics["sweep"] = cfg.sweep.summary()
     toy = _toy(cfg, run_dir, cache_dir, toy_progress, timer, metrics) if cfg.uses_toy else None
 
+    lm_sets = _lm_datasets(cfg, run_dir, cache_dir, timer)
     datasets = []
     for data_cfg in cfg.data:
+        if data_cfg.name in lm_sets:
+            datasets.append(lm_sets[data_cfg.name])
+            continue
         with timer.stage(f"data:{data_cfg.name}"):
             datasets.append(dataset_stage(data_cfg, cfg, run_dir, toy))
     model_hash = toy[1] if toy else None
@@ -234,6 +285,9 @@ def _run(
     write_json(run_dir / "metrics.json", metrics)
 
     manifest = _manifest(cfg, timer, jobs, summary)
+    extraction = {d.name: d.lm.extraction for d in datasets if d.lm is not None}
+    if extraction:
+        manifest["lm_extraction"] = extraction
     write_json(run_dir / "manifest.json", manifest)  # the report reads provenance from it
     with timer.stage("report"):
         from husai.report import render

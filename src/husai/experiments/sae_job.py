@@ -41,6 +41,7 @@ from husai.sae import train_sae
 from husai.sae.base import SAE
 from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import initial_sae
+from husai.store import ActivationStore
 
 SAE_JOB_VERSION = 5  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields
 
@@ -59,17 +60,27 @@ def _stack(saes: list[SAE]) -> SAE:
 
 def train_or_load(
     sae_cfg: SAEConfig,
-    x: Tensor,
+    x: Tensor | ActivationStore,
     x_hash: str,
     seeds: list[int],
     out_dir: Path,
     progress: Callable[[int, int], None] | None,
     target: tuple[Tensor, dict[str, Any]] | None = None,
+    *,
+    device: str = "cpu",
+    hook_name: str | None = None,
+    saelens_cfg: dict[str, Any] | None = None,
 ) -> tuple[SAE, bool]:
-    """Train all seeds together, or load them if saved for the same config and activations.
-    `target`: a transcoder's (targets y, the spec's `transcoder` block)."""
+    """Train all seeds together, or load them if saved for the same config and activations
+    (and device). `target`: a transcoder's (targets y, the spec's `transcoder` block).
+    `x` may be an activation store (streamed); `hook_name` and `saelens_cfg` (an LM SAE's
+    cfg.json keys: model_name, context_size, …) go into every seed's cfg.json."""
     y, tc = target if target is not None else (None, None)
-    key_src = {"sae": sae_cfg.model_dump(mode="json"), "activations": x_hash}
+    key_src: dict[str, Any] = {"sae": sae_cfg.model_dump(mode="json"), "activations": x_hash}
+    if device != "cpu":
+        key_src["device"] = device
+    if saelens_cfg:
+        key_src["saelens_cfg"] = saelens_cfg
     key = config_hash(key_src if tc is None else {**key_src, "targets": tc["targets"]})
     dirs = [seed_dir(out_dir, s) for s in seeds]
     if all((d / CFG_FILE).is_file() for d in dirs):
@@ -84,11 +95,18 @@ def train_or_load(
 
     if sae_cfg.init == "random" and y is None:  # the at-init point
         checkpoint(0, initial_sae(sae_cfg, x, seeds))
-    sae, info = train_sae(sae_cfg, x, seeds, y_ND=y, progress=progress, on_epoch=checkpoint)
+    sae, info = train_sae(
+        sae_cfg, x, seeds, y_ND=y, progress=progress, on_epoch=checkpoint, device=device
+    )
+    sae = sae.cpu()
     if every:
         write_json(Path(out_dir) / TRAJECTORY_FILE, points)
     if tc is not None:
         sae.hook_name, sae.hook_name_out = tc["hook"], tc["hook_out"]
+    if hook_name is not None:
+        sae.hook_name = hook_name
+    if saelens_cfg:
+        sae.saelens_metadata = dict(saelens_cfg)
     extra = {"job_hash": key, "activations_tensor_sha256": x_hash}
     if tc is not None:
         extra["targets_tensor_sha256"] = tc["targets"]
@@ -175,13 +193,18 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
     traj = job.out_dir / TRAJECTORY_FILE
     if resolved.trajectory_every_epochs and traj.is_file():
         out["trajectory"] = read_json(traj)
+    out["quality"] = quality_block(qual, seeds, m)
+    return out
+
+
+def quality_block(qual: list[dict[str, float]], seeds: list[int], m: MetricsConfig) -> dict:
+    """Per-seed quality numbers, their mean and bootstrap CI over seeds."""
     boot = {"level": m.ci_level, "n_resamples": m.n_bootstrap, "seed": m.baseline_seed}
-    out["quality"] = {
+    return {
         "per_seed": {str(s): q for s, q in zip(seeds, qual, strict=True)},
         "mean": {k: sum(q[k] for q in qual) / len(qual) for k in qual[0]},
         "ci": {k: bootstrap_ci([q[k] for q in qual], **boot) for k in qual[0]},
     }
-    return out
 
 
 def sae_job(job: Job, progress: Progress | None = None) -> dict[str, Any]:

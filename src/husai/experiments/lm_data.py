@@ -1,0 +1,259 @@
+"""The `lm` data source of `husai run`: a language model's activations in stores.
+
+Data sets whose `lm` fields differ only in layer / site share one extraction: one forward
+per batch for all their sites (husai.lm.extract), into the cache
+(`<cache>/stores/<key>/`, keyed by the extraction fields, the sites, the model's weights
+and the token ids), so a second run on the same model and corpus extracts nothing and a
+killed extraction resumes from its finished shards. Each store is then hard-linked (copied
+across file systems) into the run directory as `data/<name>/store/`, and the held-out
+contexts — the `eval_contexts` after the training ones — are saved beside it as
+`data/<name>/eval_contexts.safetensors` (tensor `input_ids`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from husai.config import DataConfig, LMDataConfig
+from husai.errors import HusaiError
+from husai.io import config_hash, save_tensors, tensor_hash
+from husai.store import ActivationStore, TokenPolicy
+
+EVAL_FILE = "eval_contexts.safetensors"
+EVAL_KEY = "input_ids"
+RANK_ROWS = 65_536  # rows (evenly spaced) the data set's effective rank is computed on
+
+
+@dataclasses.dataclass
+class LMSet:
+    """One `lm` data set once extracted: its store, held-out contexts and model."""
+
+    name: str
+    store: ActivationStore
+    eval_path: Path
+    eval_hash: str
+    model_dir: Path
+    model_hash: str
+    info: dict[str, Any]  # for metrics.json (deterministic)
+    extraction: dict[str, Any]  # for the manifest and the console (timings)
+
+
+def policy_of(lm: LMDataConfig) -> TokenPolicy:
+    return TokenPolicy(
+        drop_first=lm.drop_first,
+        drop_bos=lm.drop_bos,
+        outlier_factor=lm.outlier_factor,
+        outliers=lm.outliers,
+        normalize=lm.normalize,
+    )
+
+
+def _contexts(lm: LMDataConfig, tokenizer: Any) -> tuple[Any, Any]:
+    """(training contexts, held-out contexts) from the configured corpus."""
+    from husai.lm import read_corpus, stdlib_corpus, tokenize_contexts
+
+    corpus = (
+        stdlib_corpus(docstrings=True)
+        if lm.corpus is None
+        else read_corpus(lm.corpus, text_field=lm.text_field)
+    )
+    want = lm.n_train_contexts + lm.eval_contexts
+    ctx = tokenize_contexts(
+        corpus, tokenizer, lm.context_size, prepend_bos=lm.prepend_bos, n_contexts=want
+    )
+    if ctx.n_contexts < want:
+        raise HusaiError(
+            f"{corpus.name}: holds {ctx.n_contexts} contexts of {lm.context_size} tokens; "
+            f"the config needs {lm.n_train_contexts} for training + {lm.eval_contexts} held "
+            "out (lower train_tokens or give a larger corpus)"
+        )
+    n = lm.n_train_contexts
+    return dataclasses.replace(ctx, ids=ctx.ids[:n]), ctx.ids[n:]
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """dst ← a copy of directory src (hard links where possible), made atomically."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        try:
+            os.link(f, tmp / f.name)
+        except OSError:
+            shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+
+
+def _run_store(cached: Path, target: Path) -> ActivationStore:
+    store = ActivationStore(cached)
+    try:
+        if ActivationStore(target).content_hash == store.content_hash:
+            return ActivationStore(target)
+    except HusaiError:
+        pass
+    _link_tree(cached, target)
+    return ActivationStore(target)
+
+
+def lm_stage(group: list[DataConfig], run_dir: Path, cache_dir: Path, device: str) -> list[LMSet]:
+    """Extract (or reuse) the stores of data sets that share one extraction."""
+    from husai.lm import (
+        extract_to_stores,
+        load_model,
+        load_tokenizer,
+        model_hash,
+        resolve_model_dir,
+    )
+    from husai.runtime import resolve_device
+
+    lm = group[0].lm
+    assert lm is not None
+    model_dir = resolve_model_dir(lm.model, cache_dir / "models").resolve()
+    t0 = time.perf_counter()
+    model = load_model(model_dir, dtype=torch.float32, device=str(resolve_device(device)))
+    tokenizer = load_tokenizer(model_dir)
+    load_seconds = time.perf_counter() - t0
+    train, eval_ids = _contexts(lm, tokenizer)
+    n_layers = int(model.config.num_hidden_layers)
+    for d in group:
+        if not 0 <= d.lm.layer < n_layers:  # type: ignore[union-attr]
+            raise HusaiError(
+                f"data {d.name}: layer {d.lm.layer} out of range ({lm.model} has "  # type: ignore[union-attr]
+                f"{n_layers} layers, 0–{n_layers - 1})"
+            )
+    hooks = [f"blocks.{d.lm.layer}.{_suffix(d.lm.site)}" for d in group]  # type: ignore[union-attr]
+    if len(set(hooks)) != len(hooks):
+        raise HusaiError(f"data sets {[d.name for d in group]} extract the same site twice")
+    weights = model_hash(model)
+    key = config_hash(
+        {
+            "extract": lm.extraction(),
+            "hooks": sorted(hooks),
+            "model": weights,
+            "contexts": tensor_hash(train.ids),
+            "device": device,
+        }
+    )
+    result = extract_to_stores(
+        model,
+        train,
+        hooks,
+        cache_dir / "stores" / key,
+        model_name=lm.model,
+        dtype=lm.dtype,
+        policy=policy_of(lm),
+        batch_size=lm.batch_size,
+        contexts_per_shard=lm.contexts_per_shard,
+    )
+    out = []
+    for d, hook in zip(group, hooks, strict=True):
+        data_dir = run_dir / "data" / d.name
+        store = _run_store(result.stores[hook], data_dir / "store")
+        eval_path = save_tensors(
+            data_dir / EVAL_FILE, {EVAL_KEY: eval_ids}, {"format": "husai-eval-contexts"}
+        )
+        info = _info(d, store, eval_ids, run_dir)
+        record = extraction_record(result, load_seconds)
+        out.append(
+            LMSet(d.name, store, eval_path, tensor_hash(eval_ids), model_dir, weights, info, record)
+        )
+    return out
+
+
+def _suffix(kind: str) -> str:
+    from husai.lm.sites import SUFFIXES
+
+    return SUFFIXES[kind]
+
+
+def _info(
+    d: DataConfig, store: ActivationStore, eval_ids: torch.Tensor, run_dir: Path
+) -> dict[str, Any]:
+    from husai.metrics.spectrum import effective_rank
+
+    lm = d.lm
+    assert lm is not None
+    sample = spaced_store_rows(store, RANK_ROWS)
+    meta = store.metadata
+    return {
+        "artifact": str(store.path.relative_to(run_dir)),
+        "source": "lm",
+        "model": lm.model,
+        "hook": store.hook_name,
+        "layer": lm.layer,
+        "site": lm.site,
+        "n": store.n_tokens,
+        "d": store.d,
+        "store_dtype": store.dtype,
+        "store_content_hash": store.content_hash,
+        "effective_rank": effective_rank(sample),
+        "effective_rank_rows": len(sample),
+        "corpus": meta["corpus"],
+        "corpus_hash": meta["corpus_hash"],
+        "context_size": lm.context_size,
+        "prepend_bos": lm.prepend_bos,
+        "n_contexts": meta["n_contexts"],
+        "token_counts": store.counts,
+        "normalization": store.index["normalization"],
+        "eval": {
+            "artifact": str((run_dir / "data" / d.name / EVAL_FILE).relative_to(run_dir)),
+            "n_contexts": int(eval_ids.shape[0]),
+            "n_tokens": int(eval_ids.numel()),
+        },
+    }
+
+
+def extraction_record(result: Any, load_seconds: float) -> dict[str, Any]:
+    """What an extraction did and how fast (for the manifest: it varies between runs)."""
+    return {
+        "tokens_forward": result.tokens_forward,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "seconds": round(result.seconds, 3),
+        "model_load_seconds": round(load_seconds, 3),
+        "shards_written": result.shards_written,
+        "shards_kept": result.shards_kept,
+        "tokens_stored": result.tokens_stored,
+    }
+
+
+def spaced_store_rows(store: ActivationStore, n: int) -> torch.Tensor:
+    """At most n evenly spaced rows of a store (as `spaced_rows` on its concatenation),
+    reading one shard at a time."""
+    idx = torch.linspace(0, store.n_tokens - 1, min(store.n_tokens, n)).long()
+    out, start = [], 0
+    for k, rows in enumerate(store.shard_rows):
+        sel = idx[(idx >= start) & (idx < start + rows)] - start
+        if len(sel):
+            out.append(store.read_shard(k)[sel])
+        start += rows
+    return torch.cat(out)
+
+
+def lm_groups(data: list[DataConfig]) -> list[list[DataConfig]]:
+    """`lm` data sets grouped by the extraction they share (first appearance order)."""
+    groups: dict[str, list[DataConfig]] = {}
+    for d in data:
+        if d.source == "lm":
+            groups.setdefault(config_hash(d.lm.extraction()), []).append(d)  # type: ignore[union-attr]
+    return list(groups.values())
+
+
+def saelens_cfg(store: ActivationStore, lm: LMDataConfig) -> dict[str, Any]:
+    """SAELens's cfg.json keys of an SAE trained on this store."""
+    return {
+        "model_name": lm.model,
+        "hook_name": store.hook_name,
+        "context_size": lm.context_size,
+        "prepend_bos": lm.prepend_bos,
+        "normalize_activations": store.index["normalization"]["method"],
+        "activation_scale": store.scale,
+        "dataset_path": store.metadata.get("corpus"),
+    }

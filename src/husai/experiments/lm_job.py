@@ -1,0 +1,113 @@
+"""The `lm_sae` job: train one SAE configuration over its seeds from a language model's
+activation store (streamed through the shuffle buffer), then evaluate it on the held-out
+contexts.
+
+Spec: `version` (LM_JOB_VERSION), `sae`, `seeds`, `store` (its content hash), `metrics`,
+`device`, `lm`: `model_hash` (sha256 over the weights), `hook`, `eval` (tensor hash of the
+held-out token ids), `scale` (the store's normalisation, applied when the SAE reads the
+model), `batch_size`, and `cfg` (the SAELens cfg.json keys for an LM SAE).
+Inputs: `store`, `model` (a model directory), `eval` (the held-out contexts file).
+
+Evaluation, on the held-out tokens (every position but the first, as the SAEs' training
+tokens): the consistency summary (trained vs random vs at-init decoders), per seed the
+reconstruction quality and the LM's next-token loss / KL with the SAE spliced in (vs clean,
+zero- and mean-ablated), and `lm_consistency`: Paulo & Belrose's shared-latent rate,
+subspace similarity, activation MCC and firing, as `husai compare` computes them.
+Result: `{"evaluation": <metrics.json entry>, "trained": bool}`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from husai.config import MetricsConfig, SAEConfig
+from husai.errors import HusaiError
+from husai.experiments.engine import Job, Progress
+from husai.experiments.evaluate import consistency
+from husai.experiments.sae_job import quality_block, train_or_load
+from husai.io import load_tensors, tensor_hash
+from husai.store import ActivationStore
+
+LM_JOB_VERSION = 1
+DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss_recovered_vs_mean")
+COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
+
+
+def _inputs(job: Job) -> tuple[ActivationStore, torch.Tensor]:
+    spec = job.spec
+    store = ActivationStore(Path(job.inputs["store"]))
+    if store.content_hash != spec["store"]:
+        raise HusaiError(f"{store.path}: store differs from the one this job was made for")
+    tensors, _ = load_tensors(Path(job.inputs["eval"]))
+    ids = tensors.get("input_ids")
+    if ids is None or tensor_hash(ids) != spec["lm"]["eval"]:
+        raise HusaiError(f"{job.inputs['eval']}: held-out contexts differ from the job's")
+    return store, ids
+
+
+def _model(job: Job, device: str) -> Any:
+    from husai.lm import load_model, model_hash
+
+    model = load_model(Path(job.inputs["model"]), dtype=torch.float32, device=device)
+    if model_hash(model) != job.spec["lm"]["model_hash"]:
+        raise HusaiError(f"{job.inputs['model']}: model differs from the one this job was made for")
+    return model
+
+
+def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -> dict[str, Any]:
+    """metrics.json's entry for one SAE configuration on one LM data set."""
+    from husai.experiments.compare import compare
+    from husai.experiments.lm_eval import eval_activations, lm_downstream
+    from husai.runtime import resolve_device
+    from husai.sae.io import seed_dir
+
+    spec, seeds = job.spec, job.spec["seeds"]
+    lm = spec["lm"]
+    m = MetricsConfig.model_validate(spec["metrics"])
+    resolved = SAEConfig.model_validate(spec["sae"]).resolve(store.d)
+    device = str(resolve_device(spec["device"]))
+    model = _model(job, device)
+    sae = sae.to(device)
+    x_eval = eval_activations(model, lm["hook"], ids.to(device), batch_size=lm["batch_size"])
+    down = lm_downstream(
+        model, sae, lm["hook"], ids.to(device), batch_size=lm["batch_size"], scale=lm["scale"]
+    )
+    sae = sae.cpu()
+    qual = [
+        {(f"downstream_{k}" if k in DOWNSTREAM else k): v for k, v in d.items()}
+        for d in down.pop("per_seed")
+    ]
+    cmp = compare(
+        [seed_dir(job.out_dir, s) for s in seeds], m, activations=x_eval * lm["scale"]
+    ).summary
+    return {
+        "config": resolved.model_dump(mode="json"),
+        "consistency": consistency(sae, resolved, m, store),
+        "lm_consistency": {k: cmp[k] for k in COMPARE_BLOCKS if k in cmp},
+        "downstream_baselines": down.pop("baselines"),
+        "lm_eval": down,
+        "quality": quality_block(qual, seeds, m),
+    }
+
+
+def lm_sae_job(job: Job, progress: Progress | None = None) -> dict[str, Any]:
+    """Train (or reload) and evaluate one SAE configuration over its seeds on an LM store."""
+    spec = job.spec
+    store, ids = _inputs(job)
+    sae_cfg = SAEConfig.model_validate(spec["sae"])
+    cb = (lambda i, n: progress(job.name, i, n)) if progress else None
+    sae, trained = train_or_load(
+        sae_cfg,
+        store,
+        spec["store"],
+        spec["seeds"],
+        job.out_dir,
+        cb,
+        device=spec["device"],
+        hook_name=spec["lm"]["hook"],
+        saelens_cfg=spec["lm"]["cfg"],
+    )
+    return {"evaluation": evaluate_lm(job, sae, store, ids), "trained": trained}
