@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from husai.sae.architectures.topk import TopKSAE
-from husai.sae.base import spaced_rows
+from husai.sae.data import Rows, as_rows
 from husai.sae.registry import register
 
 if TYPE_CHECKING:
@@ -162,9 +162,9 @@ class BatchTopKSAE(TopKSAE):
         self.threshold_updates.zero_()
 
     @torch.no_grad()
-    def finish_training(self, x_ND: Tensor) -> None:
+    def finish_training(self, x_ND: Tensor | Rows) -> None:
         """Set θ so that mean inference L0 = k on (up to CALIBRATION_ROWS of) the training rows."""
-        rows = spaced_rows(x_ND, CALIBRATION_ROWS)
+        rows = as_rows(x_ND).spaced(CALIBRATION_ROWS).to(self.W_enc.device)
         n_keep = min(self.params.k * len(rows), len(rows) * self.d_sae - 1)
         for s in range(self.n_seeds):  # one seed at a time bounds memory at n × F floats
             pre = torch.addmm(self.b_enc[s], rows - self.input_bias()[s], self.W_enc[s].T).view(-1)
