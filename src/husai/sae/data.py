@@ -12,7 +12,7 @@ order (not drawn for one block), takes whole blocks until the buffer holds ≥ `
 (with the < B rows left over from the previous group), permutes them, emits full batches of B
 and carries the rest; the epoch's last remainder is dropped. On one block that is exactly
 `torch.randperm(N, generator=g)` in slices of B; every seed emits N // B batches an epoch, so
-stacked seeds step in lockstep, and a seed holds at most buffer + one block − 1 rows.
+stacked seeds step in lockstep, and a seed holds fewer than max(buffer, B) + one block rows.
 """
 
 from __future__ import annotations
