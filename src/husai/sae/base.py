@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from husai.errors import HusaiError
+from husai.sae.data import Rows, as_rows, spaced_indices
 
 if TYPE_CHECKING:
     from husai.sae.config import SAEConfig
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 def spaced_rows(x_ND: Tensor, n: int) -> Tensor:
     """At most n rows of x, evenly spaced (deterministic, covers the whole set)."""
-    return x_ND[torch.linspace(0, len(x_ND) - 1, min(len(x_ND), n)).long()]
+    return x_ND[spaced_indices(len(x_ND), n)]
 
 
 class ArchParams(BaseModel):
@@ -184,9 +185,10 @@ class SAE(nn.Module):
         latent counters, BatchTopK's threshold). Default: nothing."""
 
     @torch.no_grad()
-    def finish_training(self, x_ND: Tensor) -> None:
+    def finish_training(self, x_ND: Tensor | Rows) -> None:
         """Called by the trainer once after the last step with the training activations
-        (e.g. BatchTopK's inference threshold). Default: nothing."""
+        (a tensor or `husai.sae.data.Rows`; e.g. BatchTopK's inference threshold).
+        Default: nothing."""
 
     @torch.no_grad()
     def init_b_dec(self, mean_O: Tensor) -> None:
@@ -199,19 +201,20 @@ class SAE(nn.Module):
         self.b_enc.copy_(-(self.W_enc @ mean_D.to(self.W_enc)))
 
     @torch.no_grad()
-    def fit_init(self, x_ND: Tensor, y_NO: Tensor | None = None) -> None:
+    def fit_init(self, x_ND: Tensor | Rows, y_NO: Tensor | None = None) -> None:
         """Data-dependent init, applied by the trainer before the first step, from the
-        training inputs x and (a transcoder) targets y. An SAE: b_dec ← mean(x). A transcoder:
+        training inputs x and (a transcoder) targets y. An SAE: b_dec ← mean(x) (x a tensor
+        or `husai.sae.data.Rows`, e.g. a store; a transcoder's x and y are tensors). A transcoder:
         b_dec ← mean(y), b_enc ← −W_enc·mean(x), and each decoder row ← the unit direction
         of W_enc[f] Σ_xy (Σ_xy the x–y cross-covariance [D, O]): the direction of the first
         gradient step of a zero decoder row for the linear code W_enc[f]·(x − mean x),
         i.e. the target that the latent's input direction predicts (for y = x, Σ_xx rather
         than an SAE's tied init). Rows where that is ~0 keep their random init."""
         if not self.transcoder:
-            self.init_b_dec(x_ND.mean(0))
+            self.init_b_dec(as_rows(x_ND).mean())
             return
-        if y_NO is None:
-            raise ValueError("a transcoder's init needs its targets y")
+        if y_NO is None or not isinstance(x_ND, Tensor):
+            raise ValueError("a transcoder's init needs its inputs x and targets y as tensors")
         mx, my = x_ND.double().mean(0), y_NO.double().mean(0)
         cov_DO = torch.zeros(self.d_in, self.d_out, dtype=torch.float64, device=x_ND.device)
         for i in range(0, len(x_ND), 65536):  # in float64, a chunk at a time

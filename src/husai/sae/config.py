@@ -118,6 +118,18 @@ class SAEConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     epochs: int = Field(20, gt=0, description="passes over the activation set")
     batch_size: int = Field(256, gt=0, description="activations per step")
+    shuffle_buffer: int = Field(
+        262_144,
+        gt=0,
+        description="rows each seed shuffles at a time when the training data comes in several "
+        "blocks (an activation store's shards): whole blocks are drawn in a seeded order until "
+        "this many rows are held, then shuffled (husai.sae.data); no effect on in-memory data",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="forward and loss in float32, or under bfloat16 autocast (weights and Adam "
+        "stay float32)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -38,6 +38,7 @@ match adds ~40 ms a step (the unpenalised TopK step: ~70 ms); a Hungarian matchi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -170,13 +171,18 @@ def make_regulariser(
 
 
 def train_reference(
-    cfg: SAEConfig, x_ND: Tensor, seeds: Sequence[int], y_ND: Tensor | None = None
+    cfg: SAEConfig,
+    x_ND: Any,
+    seeds: Sequence[int],
+    y_ND: Tensor | None = None,
+    device: str | torch.device = "cpu",
 ) -> Tensor:
     """The default reference decoder [F, d_out]: `cfg` trained without the penalty for
-    `cfg.reference_seed` (null: seeds[0])."""
+    `cfg.reference_seed` (null: seeds[0]), on the same data as `train_sae` takes (a tensor,
+    `husai.sae.data.Rows` or an activation store), on `device`."""
     from husai.sae.trainer import train_sae
 
     seed = seeds[0] if cfg.reference_seed is None else cfg.reference_seed
     plain = cfg.model_copy(update={"consistency_penalty": "none", "consistency_lambda": 0.0})
-    sae, _ = train_sae(plain, x_ND, [seed], y_ND=y_ND)
+    sae, _ = train_sae(plain, x_ND, [seed], y_ND=y_ND, device=device)
     return sae.W_dec[0].detach().clone()

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from husai.sae.base import SAE, spaced_rows
+from husai.sae.base import SAE
+from husai.sae.data import Rows, as_rows
 
 RESAMPLE_ROWS = 16_384
 ENCODER_SCALE = 0.2  # Bricken et al.: new encoder rows at 0.2 × the mean alive norm
@@ -32,17 +33,20 @@ def _unit(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def init_from_data(sae: SAE, x_ND: Tensor) -> None:
-    """Decoder (and tied encoder) rows from sampled, centred training rows."""
-    centred = x_ND - x_ND.mean(0)
-    N, F = len(x_ND), sae.d_sae
+def init_from_data(sae: SAE, x_ND: Tensor | Rows) -> None:
+    """Decoder (and tied encoder) rows from sampled, centred training rows (x a tensor or
+    `husai.sae.data.Rows`, e.g. a store: only the sampled rows are read)."""
+    data = as_rows(x_ND)
+    dev = sae.W_dec.device
+    mean = data.mean()
+    N, F = data.n, sae.d_sae
     for s, seed in enumerate(sae.seeds):
         g = torch.Generator().manual_seed(seed)
         rows = torch.randperm(N, generator=g)[:F] if F <= N else torch.randint(N, (F,), generator=g)
-        w_FD = _unit(centred[rows])
+        w_FD = _unit((data.take(rows) - mean).to(dev))
         sae.W_dec[s] = w_FD
         sae.W_enc[s] = w_FD
-    sample = spaced_rows(centred, RESAMPLE_ROWS)
+    sample = (data.spaced(RESAMPLE_ROWS) - mean).to(dev)
     sae.b_dec.zero_()
     sae.b_enc.zero_()
     r_SND = sae.decode(sae.encode(sample))  # codes are linear in the encoder's scale
@@ -57,7 +61,7 @@ def resample_due(epochs: int, every: int, epoch: int) -> bool:
 
 def _scan(sae: SAE, rows: Tensor) -> tuple[Tensor, Tensor]:
     """One pass over rows: ([S, F] bool latents that fire somewhere, [S, n] squared errors)."""
-    fired = torch.zeros(sae.n_seeds, sae.d_sae, dtype=torch.bool)
+    fired = torch.zeros(sae.n_seeds, sae.d_sae, dtype=torch.bool, device=sae.W_dec.device)
     errors = []
     for chunk in rows.split(4096):
         codes = sae.encode(chunk)
@@ -67,30 +71,37 @@ def _scan(sae: SAE, rows: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def dead_latents(sae: SAE, x_ND: Tensor) -> Tensor:
+def dead_latents(sae: SAE, x_ND: Tensor | Rows) -> Tensor:
     """[S, F] bool: latents firing on none of up to RESAMPLE_ROWS evenly spaced rows."""
-    return ~_scan(sae, spaced_rows(x_ND, RESAMPLE_ROWS))[0]
+    return ~_scan(sae, as_rows(x_ND).spaced(RESAMPLE_ROWS).to(sae.W_dec.device))[0]
 
 
 @torch.no_grad()
-def resample_dead(sae: SAE, opt: torch.optim.Optimizer, x_ND: Tensor, step: int) -> list[int]:
+def resample_dead(
+    sae: SAE, opt: torch.optim.Optimizer, x_ND: Tensor | Rows, step: int
+) -> list[int]:
     """Resample every seed's dead latents in place; returns how many per seed."""
-    rows = spaced_rows(x_ND, RESAMPLE_ROWS)
+    rows = as_rows(x_ND).spaced(RESAMPLE_ROWS).to(sae.W_dec.device)
     fired_SF, err_SN = _scan(sae, rows)
     dead_SF = ~fired_SF
     if not dead_SF.any():
         return [0] * sae.n_seeds
-    fresh = type(sae)(sae.cfg, sae.d_in, sae.seeds)
+    fresh = type(sae)(sae.cfg, sae.d_in, sae.seeds).to(sae.W_dec.device)
     for s, seed in enumerate(sae.seeds):
         dead = dead_SF[s].nonzero().squeeze(1)
         if len(dead) == 0:
             continue
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        weights = err_SN[s].double().clamp_min(0) + 1e-12
+        weights = err_SN[s].double().cpu().clamp_min(0) + 1e-12  # drawn on the CPU generator
         picks = torch.multinomial(weights, len(dead), replacement=True, generator=g)
+        picks = picks.to(rows.device)
         w = _unit(rows[picks] - sae.b_dec[s])
         alive = ~dead_SF[s]
-        norm = sae.W_enc[s, alive].norm(dim=-1).mean() if alive.any() else torch.tensor(1.0)
+        norm = (
+            sae.W_enc[s, alive].norm(dim=-1).mean()
+            if alive.any()
+            else torch.tensor(1.0, device=rows.device)
+        )
         for name, p in sae.named_parameters():
             if p.dim() >= 2 and p.shape[:2] == (sae.n_seeds, sae.d_sae):
                 p[s, dead] = getattr(fresh, name)[s, dead]

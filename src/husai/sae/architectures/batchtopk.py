@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from husai.sae.architectures.topk import TopKSAE
-from husai.sae.base import spaced_rows
+from husai.sae.data import Rows, as_rows
 from husai.sae.registry import register
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class _BatchTopKEncode(torch.autograd.Function):
         x_c, W_enc, latent_SN, sample_SN, vals_SN = ctx.saved_tensors
         S, F, D = W_enc.shape
         B = x_c.shape[1]
-        g = (grad_SN * (vals_SN > 0)).reshape(-1)
+        g = (grad_SN.to(W_enc.dtype) * (vals_SN > 0)).reshape(-1)  # float32 under bf16 too
         lat, smp = latent_SN.reshape(-1), sample_SN.reshape(-1)
         g_SF = W_enc.new_zeros(S * F).index_add_(0, lat, g).view(S, F)
         W_flat = W_enc.reshape(S * F, D)
@@ -120,9 +120,8 @@ class BatchTopKSAE(TopKSAE):
 
     def batch_decode(self, vals: Tensor, lat: Tensor, smp: Tensor, B: int) -> Tensor:
         S = self.n_seeds
-        out = vals.new_zeros(S * B, self.d_out).index_add(
-            0, smp.reshape(-1), self.batch_contributions(vals, lat)
-        )
+        rows = self.batch_contributions(vals, lat)  # float32 under bf16 autocast too
+        out = rows.new_zeros(S * B, self.d_out).index_add(0, smp.reshape(-1), rows)
         return out.view(S, B, self.d_out) + self.b_dec.unsqueeze(1)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -162,9 +161,9 @@ class BatchTopKSAE(TopKSAE):
         self.threshold_updates.zero_()
 
     @torch.no_grad()
-    def finish_training(self, x_ND: Tensor) -> None:
+    def finish_training(self, x_ND: Tensor | Rows) -> None:
         """Set θ so that mean inference L0 = k on (up to CALIBRATION_ROWS of) the training rows."""
-        rows = spaced_rows(x_ND, CALIBRATION_ROWS)
+        rows = as_rows(x_ND).spaced(CALIBRATION_ROWS).to(self.W_enc.device)
         n_keep = min(self.params.k * len(rows), len(rows) * self.d_sae - 1)
         for s in range(self.n_seeds):  # one seed at a time bounds memory at n × F floats
             pre = torch.addmm(self.b_enc[s], rows - self.input_bias()[s], self.W_enc[s].T).view(-1)

@@ -88,7 +88,7 @@ class _TopKEncode(torch.autograd.Function):
         x_c, W_enc, flat_SBK, vals_SBK = ctx.saved_tensors
         S, F, D = W_enc.shape
         B, K = flat_SBK.shape[1:]
-        g_SBK = grad_SBK * (vals_SBK > 0)
+        g_SBK = grad_SBK.to(W_enc.dtype) * (vals_SBK > 0)  # float32 under bf16 autocast too
         flat = flat_SBK.reshape(-1)
         # per-latent sum of upstream gradients = grad of b_enc; b_dec's follows from it
         g_SF = W_enc.new_zeros(S * F).index_add_(0, flat, g_SBK.reshape(-1)).view(S, F)
@@ -149,7 +149,7 @@ class TopKSAE(SAE):
         out = fn.embedding_bag(
             flat_SBK.reshape(S * B, K),
             self.W_dec.reshape(S * self.d_sae, self.d_out),
-            per_sample_weights=vals_SBK.reshape(S * B, K),
+            per_sample_weights=vals_SBK.reshape(S * B, K).to(self.W_dec.dtype),  # bf16 autocast
             mode="sum",
         )
         return out.view(S, B, self.d_out) + self.b_dec.unsqueeze(1)
@@ -217,7 +217,7 @@ class TopKSAE(SAE):
         aux_recon = fn.embedding_bag(
             flat.reshape(S * B, K),
             self.W_dec.reshape(S * self.d_sae, self.d_out),
-            per_sample_weights=vals.reshape(S * B, K),
+            per_sample_weights=vals.reshape(S * B, K).to(self.W_dec.dtype),
             mode="sum",
         ).view(S, B, self.d_out)
         resid = ((x_SBD if y_SBO is None else y_SBO) - recon_SBD).detach()
