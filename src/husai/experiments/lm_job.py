@@ -83,6 +83,8 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
     cmp = compare(
         [seed_dir(job.out_dir, s) for s in seeds], m, activations=x_eval * lm["scale"]
     ).summary
+    for entry, seed in zip(cmp["firing"]["per_sae"], seeds, strict=True):
+        entry["sae"] = f"seed_{seed}"  # not the absolute path: metrics.json is path-free
     return {
         "config": resolved.model_dump(mode="json"),
         "consistency": consistency(sae, resolved, m, store),
