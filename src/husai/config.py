@@ -144,7 +144,7 @@ class LMDataConfig(Strict):
     corpus: str | None = Field(
         None,
         description="a .txt / .jsonl / token-ids file; null = the embedded Python "
-        "standard-library documentation (topics and module docstrings)",
+        "standard-library documentation (pydoc topics and the docstrings of its sources)",
     )
     text_field: str = Field("text", description="the text field of a .jsonl corpus")
     context_size: int = Field(128, ge=2, description="tokens per context (BOS included)")

@@ -148,13 +148,18 @@ def test_stdlib_docstrings_read_without_importing(tmp_path: Path, monkeypatch) -
 
     (tmp_path / "pkg" / "test").mkdir(parents=True)
     (tmp_path / "b.py").write_text('"""Beta."""\nraise SystemExit("imported!")\n')
-    (tmp_path / "a.py").write_text('"""Alpha\n\nmore."""\n')
+    (tmp_path / "a.py").write_text(
+        '"""Alpha\n\nmore."""\nclass C:\n    """Gamma."""\n    def f(self):\n        """Delta."""\n'
+    )
     (tmp_path / "pkg" / "test" / "t.py").write_text('"""A test."""\n')
     (tmp_path / "pkg" / "bad.py").write_text('"""Bad""" def (\n')
     (tmp_path / "pkg" / "none.py").write_text("x = 1\n")
-    assert corpus_mod._module_docstrings(tmp_path) == ["Alpha\n\nmore.", "Beta."]
+    assert corpus_mod._module_docstrings(tmp_path) == [
+        "Alpha\n\nmore.\n\nGamma.\n\nDelta.",
+        "Beta.",
+    ]
     monkeypatch.setattr(corpus_mod.sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
     c = stdlib_corpus(docstrings=True)
     assert c.name == "python-stdlib-docs+docstrings"
-    assert c.documents[-2:] == ("Alpha\n\nmore.", "Beta.")
+    assert c.documents[-2:] == ("Alpha\n\nmore.\n\nGamma.\n\nDelta.", "Beta.")
     assert c.hash != stdlib_corpus().hash

@@ -71,8 +71,9 @@ class Corpus:
 
 def stdlib_corpus(*, docstrings: bool = False) -> Corpus:
     """The Python standard library's documentation: pydoc's topics (≈ 465k characters,
-    ≈ 113k SmolLM2 tokens on Python 3.11), plus with `docstrings=True` the module
-    docstrings of the stdlib's sources (parsed with `ast`, a few seconds)."""
+    ≈ 113k SmolLM2 tokens on Python 3.11), plus with `docstrings=True` the docstrings
+    (module, class, function) of the stdlib's sources, one document per file (parsed with
+    `ast`, a few seconds)."""
     from pydoc_data.topics import topics
 
     docs = [topics[k].strip() for k in sorted(topics)]
@@ -83,17 +84,27 @@ def stdlib_corpus(*, docstrings: bool = False) -> Corpus:
     return Corpus(name=name, documents=tuple(d for d in docs if d))
 
 
+_DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
 def _module_docstrings(root: Path) -> list[str]:
+    """One document per source file: its module, class and function docstrings in source
+    order, separated by blank lines (files are parsed, never imported)."""
     out = []
     for p in sorted(root.rglob("*.py")):
         if _SKIP_DIRS & set(p.relative_to(root).parts):
             continue
         try:
-            doc = ast.get_docstring(ast.parse(p.read_bytes()))
+            tree = ast.parse(p.read_bytes())
         except (SyntaxError, ValueError, OSError):
             continue
-        if doc and doc.strip():
-            out.append(doc.strip())
+        nodes = sorted(
+            (n for n in ast.walk(tree) if isinstance(n, _DOC_NODES)),
+            key=lambda n: getattr(n, "lineno", 0),  # the module (no lineno) first
+        )
+        docs = [d.strip() for n in nodes if (d := ast.get_docstring(n)) and d.strip()]
+        if docs:
+            out.append("\n\n".join(docs))
     return out
 
 
