@@ -254,7 +254,12 @@ def _run(
         "metrics_config": cfg.metrics.model_dump(mode="json"),
         "dataset_order": [d.name for d in cfg.data],
         "sae_order": [s.label for s in cfg.saes],
-        "quality_eval_set": "all rows of the data set (the SAEs' training set)",
+        "quality_eval_set": "all rows of the data set (the SAEs' training set)"
+        + (
+            "; a language model's: its held-out contexts"
+            if any(d.source == "lm" for d in cfg.data)
+            else ""
+        ),
         "datasets": {},
     }
     if cfg.sweep is not None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from husai import results as R
 from husai.report.format import interval, level, markdown_table, p_value
+from husai.report.lm import lm_section
 from husai.report.sweep import sweep_section
 from husai.report.tables import results_columns, rows
 
@@ -217,16 +218,17 @@ def _trajectory_lines(name: str, archs: dict[str, Any]) -> list[str]:
 def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     archs, seeds = ds["architectures"], metrics["seeds"]
     ci = level(metrics["metrics_config"]["ci_level"])
+    if ds["source"] == "lm":
+        about = lm_section(name, ds, metrics)
+    else:
+        about = [_data_line(name, ds, seeds), "", *_table(archs), ""]
     lines = [
         f"## Data set `{name}` ({ds['source']})",
         "",
-        _data_line(name, ds, seeds),
-        "",
-        *_table(archs),
-        "",
+        *about,
         *[_finding(name, label, a, len(seeds), ci) for label, a in archs.items()],
         "",
-        *_downstream_lines(name, ds),
+        *(_downstream_lines(name, ds) if ds["source"] != "lm" else []),
         *_test_lines(name, archs, metrics["multiple_testing"]["p_adjusted"]),
         *[
             f"![{name}/{label} pairwise PWMCC](figures/pwmcc_heatmap_{name}_{label}.png)"
