@@ -236,18 +236,26 @@ SAE_FIELDS = sae_fields()
 @config_options(SAE_FIELDS, choices={"architecture": architectures()})
 def train_sae_cmd(
     ctx: typer.Context,
-    activations: Annotated[Path, typer.Argument(help="activation file (.safetensors)")],
+    activations: Annotated[
+        Path,
+        typer.Argument(help="activation file (.safetensors) or activation store (directory)"),
+    ],
     out: Annotated[Path, typer.Option(help="directory; one seed_<n>/ per seed")],
     seeds: Annotated[str, typer.Option(help="comma-separated")] = "42,123,456,789,1011",
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "cpu",
     **fields: Any,
 ) -> None:
-    """Train one SAE configuration over several seeds (together) on an activation file.
-    Options not given take the config's defaults (`husai run --help`, saes[])."""
+    """Train one SAE configuration over several seeds (together) on an activation file, or
+    streamed from an activation store (`husai extract --model …`; its hook and LM metadata go
+    into cfg.json). Options not given take the config's defaults (`husai run --help`,
+    saes[])."""
     from pydantic import ValidationError
 
     from husai.activations import load_activations
     from husai.config import SAEConfig, format_error
     from husai.sae import save_seeds, train_sae
+    from husai.sae.io import store_lm_metadata
+    from husai.store import ActivationStore
 
     try:
         cfg = SAEConfig.model_validate(given(ctx, SAE_FIELDS, fields))
@@ -256,10 +264,22 @@ def train_sae_cmd(
         raise HusaiError(format_error(e)) from None
     except ValueError:
         raise HusaiError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
-    x, _ = load_activations(activations)
-    sae, info = train_sae(cfg, x, seed_list)
-    save_seeds(sae, out, info)
-    typer.echo(f"{out}: {len(seed_list)} {cfg.architecture} SAEs ({x.shape[1]}→{sae.d_sae})")
+    if activations.is_dir():
+        store = ActivationStore(activations)
+        meta = store_lm_metadata(store) if "model_name" in store.metadata else None
+        sae, info = train_sae(cfg, store, seed_list, device=device)
+        sae = sae.cpu()
+        sae.hook_name = store.hook_name
+        save_seeds(sae, out, info, {"store_content_hash": store.content_hash}, lm_metadata=meta)
+        what = f"{store.n_tokens} rows of {store.hook_name}"
+    else:
+        x, _ = load_activations(activations)
+        sae, info = train_sae(cfg, x, seed_list, device=device)
+        save_seeds(sae.cpu(), out, info)
+        what = f"{len(x)} rows"
+    typer.echo(
+        f"{out}: {len(seed_list)} {cfg.architecture} SAEs ({sae.d_in}→{sae.d_sae}) on {what}"
+    )
 
 
 @app.command()
