@@ -122,3 +122,30 @@ def next_token_kl(clean, spliced, mask) -> float:
             total += sum(pi / zp * math.log((pi / zp) / (qi / zq)) for pi, qi in terms)
             n += 1
     return total / n
+
+
+def dense_fraction(codes: np.ndarray, threshold: float) -> float:
+    """Latents whose firing frequency (nonzero rows / rows) exceeds the threshold, / latents."""
+    n, f = len(codes), len(codes[0])
+    freq = [sum(float(codes[i][k]) != 0 for i in range(n)) / n for k in range(f)]
+    return sum(q > threshold for q in freq) / f
+
+
+def firing_histogram(codes: np.ndarray, edges: list[float]) -> dict:
+    """Live latents per frequency bin [10^e_i, 10^e_i+1) (last bin closed, below the first
+    edge into the first bin), dead latents apart; a loop over latents and bins."""
+    n, f = len(codes), len(codes[0])
+    per_bin, dead = [0] * (len(edges) - 1), 0
+    for k in range(f):
+        fires = sum(float(codes[i][k]) != 0 for i in range(n))
+        if fires == 0:
+            dead += 1
+            continue
+        q = fires / n
+        for b in range(len(edges) - 1):
+            last = b == len(edges) - 2
+            above = b == 0 or q >= 10.0 ** edges[b]
+            if above and (last or q < 10.0 ** edges[b + 1]):
+                per_bin[b] += 1
+                break
+    return {"log10_edges": edges, "counts": per_bin, "dead": dead, "n_latents": f, "n_rows": n}

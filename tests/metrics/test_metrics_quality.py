@@ -1,3 +1,5 @@
+import json
+
 import _metrics_brute as brute
 import pytest
 import torch
@@ -6,14 +8,17 @@ from husai.errors import HusaiError
 from husai.metrics import (
     QualityAccumulator,
     dead_fraction,
+    dense_fraction,
     explained_variance,
     firing_counts,
+    firing_histogram,
     loss_recovered,
     mean_l0,
     mse,
     reconstruction_quality,
     stream_quality,
 )
+from husai.metrics.quality import LOG10_EDGES
 
 X = torch.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
 
@@ -164,3 +169,65 @@ def test_accumulator_errors() -> None:
         acc.update(codes)
     with pytest.raises(HusaiError, match="seeds"):
         acc.update(codes[:1], x, x_hat[:1])
+
+
+def _firing_codes(S: int = 2, n: int = 200, f: int = 12, seed: int = 3) -> torch.Tensor:
+    """Latent k fires on a random subset of rows of size spread over decades (k = 0 dead,
+    the last one on every row), so every histogram bin shape is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.zeros(S, n, f)
+    sizes = [0, 1, 2, 3, 5, 19, 20, 21, 60, 63, 150, n]
+    for s in range(S):
+        for k in range(f):
+            rows = torch.randperm(n, generator=g)[: sizes[(k + s) % f]]
+            codes[s, rows, k] = torch.rand(len(rows), generator=g) + 0.1
+    return codes
+
+
+def test_dense_fraction_by_hand_and_against_brute_force() -> None:
+    codes = torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.0, 0.0], [1.0, 3.0, 0.0], [1.0, 0.0, 0.0]])
+    assert dense_fraction(codes) == pytest.approx(3 / 3)  # 1.0, 0.25, 0.25 > 0.1
+    assert dense_fraction(codes, threshold=0.25) == pytest.approx(1 / 3)  # strictly more
+    c = _firing_codes()
+    for thr in (0.0, 0.01, 0.1, 0.105, 0.5, 0.99):
+        want = [brute.dense_fraction(c[s].numpy(), thr) for s in range(2)]
+        assert dense_fraction(c, threshold=thr) == want, thr
+        acc = QualityAccumulator()
+        acc.update(c[:, :70])
+        acc.update(c[:, 70:])
+        assert acc.dense_fraction(thr) == want
+    with pytest.raises(HusaiError, match="dense threshold"):
+        dense_fraction(codes, threshold=1.0)
+
+
+@pytest.mark.parametrize("edges", [LOG10_EDGES, (-2.0, -1.0, -0.5, 0.0), (-1.0, -0.3)])
+def test_firing_histogram_against_brute_force(edges) -> None:
+    c = _firing_codes()
+    acc = QualityAccumulator()
+    for i in range(0, 200, 33):  # chunked: the same counts
+        acc.update(c[:, i : i + 33])
+    for s, h in enumerate(firing_histogram(c, edges)):
+        want = brute.firing_histogram(c[s].numpy(), list(edges))
+        assert h == want and acc.histogram(edges)[s] == want
+        assert sum(h["counts"]) + h["dead"] == h["n_latents"] == 12
+        json.dumps(h)
+    assert firing_histogram(c[0], edges) == firing_histogram(c, edges)[0]
+
+
+def test_firing_histogram_by_hand() -> None:
+    codes = torch.zeros(100, 4)
+    codes[:1, 1] = 1  # frequency 0.01: log10 = -2, the left edge of [-2, -1)
+    codes[:10, 2] = 1  # 0.1: [-1, 0]
+    codes[:, 3] = 1  # 1: the closed last bin
+    h = firing_histogram(codes, (-3.0, -2.0, -1.0, 0.0))
+    assert h == {
+        "log10_edges": [-3.0, -2.0, -1.0, 0.0],
+        "counts": [0, 1, 2],
+        "dead": 1,
+        "n_latents": 4,
+        "n_rows": 100,
+    }
+    with pytest.raises(HusaiError, match="edges must increase"):
+        firing_histogram(codes, (0.0, -1.0))
+    with pytest.raises(HusaiError, match="no rows"):
+        QualityAccumulator().histogram()

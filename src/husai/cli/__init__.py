@@ -215,17 +215,88 @@ def train_model(
 @app.command()
 @user_errors
 def extract(
-    model_dir: Annotated[Path, typer.Argument(help="toy-model checkpoint directory")],
-    out: Annotated[Path, typer.Option(help="activation file (.safetensors)")],
-    hook: Annotated[str, typer.Option(help="hook point")] = "blocks.0.resid_post",
-    position: Annotated[str, typer.Option(help="answer | all")] = "answer",
-    split: Annotated[str, typer.Option(help="all | train | test")] = "all",
+    out: Annotated[
+        Path, typer.Option(help="toy: activation file (.safetensors); --model: store directory")
+    ],
+    model_dir: Annotated[
+        Path | None, typer.Argument(help="toy-model checkpoint directory (without --model)")
+    ] = None,
+    hook: Annotated[str, typer.Option(help="toy: hook point")] = "blocks.0.resid_post",
+    position: Annotated[str, typer.Option(help="toy: answer | all")] = "answer",
+    split: Annotated[str, typer.Option(help="toy: all | train | test")] = "all",
+    model: Annotated[
+        str | None,
+        typer.Option(help="language model: `smollm2` (packaged) or a local HF model directory"),
+    ] = None,
+    layer: Annotated[
+        list[int] | None, typer.Option(help="--model: layer (0-based); repeat for several")
+    ] = None,
+    site: Annotated[
+        list[str] | None,
+        typer.Option(help="--model: site kind, e.g. resid_post (default), mlp_out; repeatable"),
+    ] = None,
+    text: Annotated[
+        Path | None,
+        typer.Option(help="--model: corpus .txt / .jsonl / ids file (default: stdlib docs)"),
+    ] = None,
+    context_size: Annotated[int, typer.Option(help="--model: tokens per context")] = 128,
+    max_tokens: Annotated[int | None, typer.Option(help="--model: token budget")] = None,
+    n_contexts: Annotated[int | None, typer.Option(help="--model: context budget")] = None,
+    dtype: Annotated[str, typer.Option(help="--model: float32 | bfloat16 | float16")] = "float32",
+    batch_size: Annotated[int, typer.Option(help="--model: contexts per forward")] = 8,
+    device: Annotated[str, typer.Option(help="--model: cpu | cuda | auto")] = "auto",
+    drop_first: Annotated[
+        bool, typer.Option("--drop-first/--keep-first", help="--model: drop position 0")
+    ] = True,
+    drop_bos: Annotated[
+        bool, typer.Option("--drop-bos/--keep-bos", help="--model: drop every BOS token")
+    ] = True,
+    outlier_factor: Annotated[
+        float | None, typer.Option(help="--model: outlier = norm > factor × context median")
+    ] = None,
+    outliers: Annotated[str, typer.Option(help="--model: drop | clip")] = "drop",
+    normalize: Annotated[
+        str, typer.Option(help="--model: none | expected_average_only_in")
+    ] = "none",
 ) -> None:
-    """Extract a hook's activations from a toy-model checkpoint into a safetensors file."""
-    from husai.activations import extract_to_file
+    """Extract activations: a toy-model checkpoint's hook into a safetensors file, or
+    (--model) a language model's layers × sites into one activation store per hook."""
+    if model is None:
+        if model_dir is None:
+            raise HusaiError("give a toy-model checkpoint directory or --model")
+        from husai.activations import extract_to_file
 
-    acts = extract_to_file(model_dir, out, hook, position, split)
-    typer.echo(f"{out}: {tuple(acts.shape)} activations of {hook} ({position}, {split})")
+        acts = extract_to_file(model_dir, out, hook, position, split)
+        typer.echo(f"{out}: {tuple(acts.shape)} activations of {hook} ({position}, {split})")
+        return
+    if model_dir is not None:
+        raise HusaiError("give a toy-model checkpoint directory or --model, not both")
+    from husai.lm.from_names import extract_model, summary_lines
+    from husai.store import TokenPolicy
+
+    policy = TokenPolicy(
+        drop_first=drop_first,
+        drop_bos=drop_bos,
+        outlier_factor=outlier_factor,
+        outliers=outliers,  # type: ignore[arg-type]
+        normalize=normalize,  # type: ignore[arg-type]
+    )
+    result = extract_model(
+        model,
+        layer or [],
+        site or ["resid_post"],
+        out,
+        text=text,
+        context_size=context_size,
+        n_contexts=n_contexts,
+        max_tokens=max_tokens,
+        dtype=dtype,
+        batch_size=batch_size,
+        device=device,
+        policy=policy,
+    )
+    for line in summary_lines(result):
+        typer.echo(line)
 
 
 SAE_FIELDS = sae_fields()

@@ -52,6 +52,7 @@ def _stack(saes: list[SAE]) -> SAE:
     d_out = first.d_out if first.transcoder else None
     ens = type(first)(first.cfg, first.d_in, [s.seeds[0] for s in saes], d_out)
     ens.hook_name, ens.hook_name_out = first.hook_name, first.hook_name_out
+    ens.lm_metadata = first.lm_metadata
     with torch.no_grad():
         for name, p in ens.named_parameters():
             p.copy_(torch.cat([getattr(s, name) for s in saes]))

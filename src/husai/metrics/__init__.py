@@ -10,6 +10,7 @@ shapes, one generator), ``random_dictionaries``; statistics: ``bootstrap_ci``,
 ``permutation_test``, ``holm``; summaries (metrics.json's and `husai compare`'s consistency
 blocks): ``pairwise_groups``, ``summarise_pairwise``, ``summarise_values``; SAE quality:
 ``mse``, ``explained_variance``, ``mean_l0``, ``firing_counts``, ``dead_fraction``,
+``dense_fraction``, ``firing_histogram``,
 ``loss_recovered``; all of them streamed over row chunks of S seeds: ``QualityAccumulator``,
 ``stream_quality``, and at once ``reconstruction_quality`` (a transcoder's against its
 target); a language model's next tokens: ``cross_entropy``,
@@ -46,8 +47,10 @@ from husai.metrics.next_token import (
 from husai.metrics.quality import (
     QualityAccumulator,
     dead_fraction,
+    dense_fraction,
     explained_variance,
     firing_counts,
+    firing_histogram,
     loss_recovered,
     mean_l0,
     mse,
@@ -99,9 +102,11 @@ __all__ = [
     "bootstrap_ci",
     "compare_to_baseline",
     "dead_fraction",
+    "dense_fraction",
     "effective_rank",
     "explained_variance",
     "firing_counts",
+    "firing_histogram",
     "holm",
     "hungarian_mcc",
     "loss_recovered",

@@ -13,6 +13,12 @@ prediction, and explained variance is relative to y's variance).
 of S seeds streamed over row chunks (``stream_quality`` feeds it from an encoder/decoder);
 ``reconstruction_quality`` is the same for rows given at once. The single metrics and the
 accumulator share their arithmetic, so each number has one definition.
+
+Firing frequency (a latent's firing count / rows): ``dense_fraction`` is the fraction of
+latents firing on more than ``threshold`` of the rows (default 0.1: SAEBench core's
+``freq_over_10_percent``, ``(density > 0.1).mean()``); ``firing_histogram`` counts the live
+latents per log10-frequency bin (dead ones apart). The accumulator's ``dense_fraction()``
+and ``histogram()`` give them per seed, outside ``result()``.
 """
 
 from __future__ import annotations
@@ -90,6 +96,37 @@ def explained_variance(x: ArrayLike, x_hat: ArrayLike) -> float | list[float]:
     return _out(1.0 - _sum_rows(_row_sse(xt, ht)) / _sst(xt))
 
 
+#: log10 firing-frequency bin edges of `firing_histogram`: 10⁻⁷ … 1 in half decades
+LOG10_EDGES = tuple(x / 2 for x in range(-14, 1))
+DENSE_THRESHOLD = 0.1
+
+
+def _dense(counts: torch.Tensor, n_rows: int, threshold: float) -> torch.Tensor:
+    """Fraction of latents with count / n_rows > threshold, per seed: [...]."""
+    if not 0 <= threshold < 1:
+        raise HusaiError(f"dense threshold must be in [0, 1), got {threshold}")
+    return ((counts.double() / n_rows) > threshold).double().mean(dim=-1)
+
+
+def _histogram(counts_F: torch.Tensor, n_rows: int, edges: tuple[float, ...]) -> dict:
+    """One seed's histogram: live latents with frequency in [10^e_i, 10^e_i+1) (the last
+    bin closed; below the first edge counted in the first bin), dead ones apart."""
+    if len(edges) < 2 or list(edges) != sorted(set(edges)) or edges[-1] > 0:
+        raise HusaiError(f"histogram edges must increase and end at ≤ 0, got {edges}")
+    freq = counts_F.double() / n_rows
+    live = freq[counts_F > 0]
+    bounds = torch.tensor([10.0**e for e in edges[1:-1]], dtype=torch.float64)
+    bins = torch.bucketize(live, bounds, right=True)  # bound ≤ freq → the next bin
+    per_bin = torch.bincount(bins, minlength=len(edges) - 1)
+    return {
+        "log10_edges": list(edges),
+        "counts": per_bin.tolist(),
+        "dead": int((counts_F == 0).sum()),
+        "n_latents": int(counts_F.numel()),
+        "n_rows": int(n_rows),
+    }
+
+
 def _codes(codes: ArrayLike) -> torch.Tensor:
     return _tensor(codes, "codes") != 0
 
@@ -110,6 +147,24 @@ def dead_fraction(codes: ArrayLike) -> float | list[float]:
     return _out((firing_counts(codes) == 0).double().mean(dim=-1))
 
 
+def dense_fraction(codes: ArrayLike, threshold: float = DENSE_THRESHOLD) -> float | list[float]:
+    """Fraction of latents firing on more than ``threshold`` of the rows (SAEBench's
+    ``freq_over_10_percent`` at 0.1); lower = fewer dense latents."""
+    c = _tensor(codes, "codes")
+    return _out(_dense(firing_counts(c), c.shape[-2], threshold))
+
+
+def firing_histogram(codes: ArrayLike, edges: tuple[float, ...] = LOG10_EDGES) -> dict | list:
+    """Histogram of log10 firing frequency of the live latents (``counts`` per bin of
+    ``log10_edges``), with ``dead``, ``n_latents``, ``n_rows``; one dict per seed with a
+    seeds axis."""
+    c = _tensor(codes, "codes")
+    counts = firing_counts(c)
+    if counts.ndim == 1:
+        return _histogram(counts, c.shape[-2], edges)
+    return [_histogram(k, c.shape[-2], edges) for k in counts]
+
+
 class QualityAccumulator:
     """Reconstruction quality of S seeds, fed chunk by chunk of rows (in order).
 
@@ -121,6 +176,7 @@ class QualityAccumulator:
     and ``dead_fraction`` give on all rows at once, however the rows are chunked.
     ``counts``: firing counts, int64 [S, F]. Memory: one float64 per row and seed, plus the
     fed target chunks (kept as given, for the SST about the mean of all rows).
+    ``dense_fraction(threshold)`` and ``histogram(edges)``: per seed, from the counts.
     """
 
     def __init__(self) -> None:
@@ -168,6 +224,19 @@ class QualityAccumulator:
         values["l0"] = _l0(self.counts, self.n_rows).tolist()
         values["dead_fraction"] = (self.counts == 0).double().mean(dim=-1).tolist()
         return [dict(zip(values, v, strict=True)) for v in zip(*values.values(), strict=True)]
+
+    def _fed(self) -> torch.Tensor:
+        if self.counts is None:
+            raise HusaiError("no rows were given to the quality accumulator")
+        return self.counts
+
+    def dense_fraction(self, threshold: float = DENSE_THRESHOLD) -> list[float]:
+        """Per seed: the fraction of latents firing on more than `threshold` of the rows."""
+        return _dense(self._fed(), self.n_rows, threshold).tolist()
+
+    def histogram(self, edges: tuple[float, ...] = LOG10_EDGES) -> list[dict]:
+        """Per seed: the log10 firing-frequency histogram (see `firing_histogram`)."""
+        return [_histogram(k, self.n_rows, edges) for k in self._fed()]
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ one hook, target y at another): `train_sae(cfg, x, seeds, y_ND=y)`,
 Consistency-regularised training (`consistency_penalty`, husai.sae.regularise):
 `train_sae(cfg, x, seeds, reference=R)`; without R, the "reference" and "assignment" modes
 train `regularise.train_reference`'s default. `save_seeds(sae, out_dir, info)` writes every
-seed of an ensemble to `out_dir/seed_<n>/`.
+seed of an ensemble to `out_dir/seed_<n>/`; an SAE trained on a language model's
+activation store carries `lm_metadata=store_lm_metadata(store)` into cfg.json's SAELens keys.
 
 An SAE object is an ensemble of seeds with stacked weights (`W_dec` [S, d_sae, d_out]);
 `load(path)` gives a one-seed ensemble, and `sae.saelens_weights()` its weights in
@@ -19,7 +20,7 @@ ensemble.
 
 from husai.sae.base import SAE
 from husai.sae.config import SAEConfig
-from husai.sae.io import find_saes, load, save, save_seeds
+from husai.sae.io import find_saes, load, save, save_seeds, store_lm_metadata
 from husai.sae.registry import REGISTRY, register
 from husai.sae.trainer import build_sae, train_sae
 
@@ -33,5 +34,6 @@ __all__ = [
     "register",
     "save",
     "save_seeds",
+    "store_lm_metadata",
     "train_sae",
 ]

@@ -20,7 +20,7 @@ the architecture's own are `self.params` (`cfg.params`, an instance of the class
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -78,6 +78,8 @@ class SAE(nn.Module):
         # hook points (input, and a transcoder's target), written to cfg.json when known
         self.hook_name: str | None = None
         self.hook_name_out: str | None = None
+        # a language-model SAE's cfg.json keys (husai.sae.formats.lm); None for a toy SAE
+        self.lm_metadata: dict[str, Any] | None = None
         self.seeds = [int(s) for s in seeds]
         S, F, D = len(self.seeds), self.d_sae, d_in
         self.W_enc = nn.Parameter(torch.empty(S, F, D))
@@ -245,6 +247,7 @@ class SAE(nn.Module):
             self.cfg, self.d_in, [self.seeds[s]], self.d_out if self.transcoder else None
         )
         one.hook_name, one.hook_name_out = self.hook_name, self.hook_name_out
+        one.lm_metadata = dict(self.lm_metadata) if self.lm_metadata is not None else None
         with torch.no_grad():
             for name, p in one.named_parameters():
                 p.copy_(getattr(self, name)[s : s + 1])

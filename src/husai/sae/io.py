@@ -19,6 +19,7 @@ from typing import Any
 from husai.sae.base import SAE
 from husai.sae.formats import detect, find_saes, read
 from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
+from husai.sae.formats.lm import store_lm_metadata
 from husai.sae.formats.saelens import FROM_SAELENS, save
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "save",
     "save_seeds",
     "seed_dir",
+    "store_lm_metadata",
 ]
 # train_sae's per-seed results recorded in each seed's cfg.json (when present)
 SEED_INFO = (
@@ -48,14 +50,22 @@ def seed_dir(out_dir: Path, seed: int) -> Path:
 
 
 def save_seeds(
-    sae: SAE, out_dir: Path, info: dict[str, list[Any]], extra: dict[str, Any] | None = None
+    sae: SAE,
+    out_dir: Path,
+    info: dict[str, list[Any]],
+    extra: dict[str, Any] | None = None,
+    *,
+    lm_metadata: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Every seed of an ensemble to `out_dir/seed_<n>/` (SAELens layout), with its own
-    `train_sae` results (`info`) and `extra` under cfg.json's "husai" key."""
+    `train_sae` results (`info`) and `extra` under cfg.json's "husai" key. `lm_metadata`
+    (default `sae.lm_metadata`; e.g. `store_lm_metadata(store)` for an SAE trained on an
+    activation store): a language-model SAE's SAELens keys (`husai.sae.formats.lm`)."""
     dirs = []
     for s, seed in enumerate(sae.seeds):
         mine = {k: info[k][s] for k in SEED_INFO if k in info}
-        dirs.append(save(sae.select(s), seed_dir(out_dir, seed), extra={**mine, **(extra or {})}))
+        extra_s = {**mine, **(extra or {})}
+        dirs.append(save(sae.select(s), seed_dir(out_dir, seed), extra_s, lm_metadata=lm_metadata))
     return dirs
 
 

@@ -15,6 +15,10 @@ centred). TopK and Gated transcoders, which sae-lens lacks, are written in the s
 as "topk_transcoder" / "gated_transcoder" (sae-lens refuses them; husai reads them). Skip
 transcoders (`W_skip`) are refused. Hook points, when known, are top-level `hook_name` and
 `hook_name_out` (sae-lens moves them into its `metadata`; both places are read).
+
+A language-model SAE's `lm_metadata` (model_name, context_size, prepend_bos,
+normalize_activations and its norm_scaling_factor, ...; see `formats.lm`) is written as
+top-level keys and read back into `sae.lm_metadata`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from husai.sae.base import SAE
 from husai.sae.config import SAEConfig, format_error
 from husai.sae.formats.common import Spec, build, check_tensors, fold_centering
 from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
+from husai.sae.formats.lm import check_lm_metadata, read_lm_metadata
 from husai.sae.registry import REGISTRY
 
 FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
@@ -60,18 +65,27 @@ def save(
     *,
     hook_name: str | None = None,
     hook_name_out: str | None = None,
+    lm_metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write a one-seed SAE or transcoder (use `ensemble.select(s)` first) to `directory`.
 
-    `hook_name` / `hook_name_out` (a transcoder's target) default to the SAE's attributes.
+    `hook_name` / `hook_name_out` (a transcoder's target) and `lm_metadata` (see
+    `formats.lm`; None for a toy SAE) default to the SAE's attributes.
     """
     if sae.n_seeds != 1:
         raise ValueError("save() takes a one-seed SAE; use sae.select(s)")
     directory = Path(directory)
+    lm = lm_metadata if lm_metadata is not None else sae.lm_metadata
+    lm = check_lm_metadata(lm) if lm is not None else {}
+    hooks = {"hook_name": hook_name or sae.hook_name or lm.get("hook_name")}
+    hooks["hook_name_out"] = hook_name_out or sae.hook_name_out
+    if lm.get("hook_name") not in (None, hooks["hook_name"]):
+        raise HusaiError(
+            f"lm_metadata hook_name {lm['hook_name']!r} differs from the SAE's "
+            f"{hooks['hook_name']!r}"
+        )
     save_tensors(directory / WEIGHTS_FILE, sae.saelens_weights(), metadata={"format": "saelens"})
     arch = sae.saelens_architecture
-    hooks = {"hook_name": hook_name or sae.hook_name}
-    hooks["hook_name_out"] = hook_name_out or sae.hook_name_out
     cfg = {
         "architecture": TRANSCODERS[arch] if sae.transcoder else arch,
         "d_in": sae.d_in,
@@ -82,6 +96,7 @@ def save(
         "apply_b_dec_to_input": not sae.transcoder,
         "normalize_activations": "none",
         **{k: v for k, v in hooks.items() if v is not None},
+        **{k: v for k, v in lm.items() if k != "hook_name"},
         **sae.extra_cfg(),
         "husai": {
             "architecture": sae.architecture,
@@ -157,9 +172,7 @@ def load(path: Path) -> SAE:
         raise HusaiError(f"{cfg_file}: invalid SAE config ({format_error(e, '')})") from None
     except (KeyError, TypeError, ValueError) as e:
         raise HusaiError(f"{cfg_file}: invalid SAE config ({e})") from None
-    norm = raw.get("normalize_activations") or "none"
-    if norm != "none":
-        raise HusaiError(f"{cfg_file}: normalize_activations={norm!r} is not supported")
+    lm = read_lm_metadata(raw, str(cfg_file))
     if transcoder and raw.get("apply_b_dec_to_input"):
         raise HusaiError(f"{cfg_file}: apply_b_dec_to_input is not supported for transcoders")
     # husai architectures saved as another SAELens one (batchtopk → jumprelu) use its tensors
@@ -177,4 +190,5 @@ def load(path: Path) -> SAE:
     for key in HOOK_KEYS:
         value = raw.get(key, meta.get(key))
         setattr(sae, key, str(value) if value is not None else None)
+    sae.lm_metadata = lm
     return sae
