@@ -107,6 +107,13 @@ def test_lm_run_end_to_end_is_deterministic_and_reuses_the_extraction(
     assert base["clean"]["loss"] < base["zero_ablated"]["loss"] or True  # random model
     assert arch["lm_eval"]["n_replaced_tokens"] == 4 * 15
 
+    cfg_json = read_json(tmp_path / "a" / arch["saes"]["1"] / "cfg.json")
+    assert cfg_json["model_name"] == str(model_dir)
+    assert cfg_json["hook_name"] == "blocks.2.hook_resid_post"
+    assert cfg_json["context_size"] == 16 and cfg_json["prepend_bos"] is True
+    assert cfg_json["normalize_activations"] == "expected_average_only_in"
+    assert cfg_json["norm_scaling_factor"] == entry["normalization"]["scale"]
+
     again = run(cfg, tmp_path / "b", cache_dir=cache)
     ext_b = read_json(tmp_path / "b" / "manifest.json")["lm_extraction"]
     assert ext_b["tiny_l0"]["tokens_forward"] == 0  # every shard reused from the cache

@@ -244,16 +244,3 @@ def lm_groups(data: list[DataConfig]) -> list[list[DataConfig]]:
         if d.source == "lm":
             groups.setdefault(config_hash(d.lm.extraction()), []).append(d)  # type: ignore[union-attr]
     return list(groups.values())
-
-
-def saelens_cfg(store: ActivationStore, lm: LMDataConfig) -> dict[str, Any]:
-    """SAELens's cfg.json keys of an SAE trained on this store."""
-    return {
-        "model_name": lm.model,
-        "hook_name": store.hook_name,
-        "context_size": lm.context_size,
-        "prepend_bos": lm.prepend_bos,
-        "normalize_activations": store.index["normalization"]["method"],
-        "activation_scale": store.scale,
-        "dataset_path": store.metadata.get("corpus"),
-    }

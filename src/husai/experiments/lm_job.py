@@ -5,7 +5,7 @@ contexts.
 Spec: `version` (LM_JOB_VERSION), `sae`, `seeds`, `store` (its content hash), `metrics`,
 `device`, `lm`: `model_hash` (sha256 over the weights), `hook`, `eval` (tensor hash of the
 held-out token ids), `scale` (the store's normalisation, applied when the SAE reads the
-model), `batch_size`, and `cfg` (the SAELens cfg.json keys for an LM SAE).
+model), `batch_size`, and `cfg` (the SAEs' LM metadata for cfg.json: `husai.sae.store_lm_metadata`).
 Inputs: `store`, `model` (a model directory), `eval` (the held-out contexts file).
 
 Evaluation, on the held-out tokens (every position but the first, as the SAEs' training
@@ -110,6 +110,6 @@ def lm_sae_job(job: Job, progress: Progress | None = None) -> dict[str, Any]:
         cb,
         device=spec["device"],
         hook_name=spec["lm"]["hook"],
-        saelens_cfg=spec["lm"]["cfg"],
+        lm_metadata=spec["lm"]["cfg"],
     )
     return {"evaluation": evaluate_lm(job, sae, store, ids), "trained": trained}

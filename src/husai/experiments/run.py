@@ -151,7 +151,7 @@ def _lm_datasets(cfg: RunConfig, run_dir: Path, cache_dir: Path, timer: Timer) -
 
 def make_lm_job(cfg: RunConfig, sae_cfg: SAEConfig, data: Dataset, run_dir: Path) -> Job:
     """The job that trains one SAE config on an LM store and evaluates it on the model."""
-    from husai.experiments.lm_data import saelens_cfg
+    from husai.sae import store_lm_metadata
 
     s = data.lm
     lm_cfg = next(d.lm for d in cfg.data if d.name == data.name)
@@ -168,7 +168,7 @@ def make_lm_job(cfg: RunConfig, sae_cfg: SAEConfig, data: Dataset, run_dir: Path
             "eval": s.eval_hash,
             "scale": s.store.scale,
             "batch_size": lm_cfg.batch_size,
-            "cfg": saelens_cfg(s.store, lm_cfg),
+            "cfg": store_lm_metadata(s.store),
         },
     }
     inputs = {

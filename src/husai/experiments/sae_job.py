@@ -70,18 +70,19 @@ def train_or_load(
     *,
     device: str = "cpu",
     hook_name: str | None = None,
-    saelens_cfg: dict[str, Any] | None = None,
+    lm_metadata: dict[str, Any] | None = None,
 ) -> tuple[SAE, bool]:
     """Train all seeds together, or load them if saved for the same config and activations
     (and device). `target`: a transcoder's (targets y, the spec's `transcoder` block).
-    `x` may be an activation store (streamed); `hook_name` and `saelens_cfg` (an LM SAE's
-    cfg.json keys: model_name, context_size, …) go into every seed's cfg.json."""
+    `x` may be an activation store (streamed); `hook_name` and `lm_metadata` (an LM SAE's
+    SAELens keys: model_name, context_size, …; husai.sae.formats.lm) go into every seed's
+    cfg.json."""
     y, tc = target if target is not None else (None, None)
     key_src: dict[str, Any] = {"sae": sae_cfg.model_dump(mode="json"), "activations": x_hash}
     if device != "cpu":
         key_src["device"] = device
-    if saelens_cfg:
-        key_src["saelens_cfg"] = saelens_cfg
+    if lm_metadata:
+        key_src["lm_metadata"] = lm_metadata
     key = config_hash(key_src if tc is None else {**key_src, "targets": tc["targets"]})
     dirs = [seed_dir(out_dir, s) for s in seeds]
     if all((d / CFG_FILE).is_file() for d in dirs):
@@ -106,8 +107,8 @@ def train_or_load(
         sae.hook_name, sae.hook_name_out = tc["hook"], tc["hook_out"]
     if hook_name is not None:
         sae.hook_name = hook_name
-    if saelens_cfg:
-        sae.saelens_metadata = dict(saelens_cfg)
+    if lm_metadata:
+        sae.lm_metadata = dict(lm_metadata)
     extra = {"job_hash": key, "activations_tensor_sha256": x_hash}
     if tc is not None:
         extra["targets_tensor_sha256"] = tc["targets"]
