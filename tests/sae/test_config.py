@@ -17,7 +17,7 @@ from husai.sae import REGISTRY, architectures, build_sae, load, save, train_sae
 from husai.sae.registry import field_owners
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-TOPK_FAMILY = "batchtopk, hierarchical_topk, matryoshka, topk"
+TOPK_FAMILY = "batchtopk, hierarchical_topk, matryoshka, routesae, topk"
 
 
 @pytest.mark.parametrize("first", ["husai.sae", "husai.config", "husai.sae.architectures.topk"])

@@ -91,6 +91,12 @@ class SAE(nn.Module):
             value = float(getattr(self.params, self.coefficient_field))
             self.register_buffer("coefficient", torch.full((S,), value), persistent=False)
 
+    @classmethod
+    def input_width(cls, weights: dict[str, Tensor]) -> int:
+        """d_in of a one-seed SAE holding `weights` (husai layout, e.g. W_enc [F, D]): the
+        width of its encoder rows (routesae: × its number of layers)."""
+        return int(weights["W_enc"].shape[1])
+
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)

@@ -3,7 +3,7 @@
 Every reader maps its tensors to husai's layout: W_enc [F, D] (encoder rows), b_enc [F],
 W_dec [F, O], b_dec [O] (added after decoding; for an SAE, O = D and b_dec is also
 subtracted before encoding; a transcoder's input is not centred), plus the architecture's
-extra [F] parameters (threshold; b_mag, r_mag).
+extra parameters (threshold; b_mag, r_mag: [F]; routesae's router W_router [L, D]).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def build(
     """A one-seed husai SAE (or transcoder) holding `weights` (husai layout, one row per
     latent)."""
     d_sae, d_out = weights["W_dec"].shape
-    d_in = weights["W_enc"].shape[1]
+    d_in = REGISTRY[architecture].input_width(weights)
     try:
         cfg = (cfg or SAEConfig(architecture=architecture, **cfg_fields)).with_fields(d_sae=d_sae)
     except ValidationError as e:

@@ -13,8 +13,11 @@ Transcoders follow sae-lens 6's (`Transcoder`, `JumpReLUTranscoder`): architectu
 `b_dec` [d_out] (output bias only), `apply_b_dec_to_input: false` (the input is not
 centred). TopK and Gated transcoders, which sae-lens lacks, are written in the same layout
 as "topk_transcoder" / "gated_transcoder" (sae-lens refuses them; husai reads them). Skip
-transcoders (`W_skip`) are refused. Hook points, when known, are top-level `hook_name` and
-`hook_name_out` (sae-lens moves them into its `metadata`; both places are read).
+transcoders (`W_skip`) are refused. husai's own architectures that SAELens lacks (`OWN`:
+routesae, with its router `W_router` [n_layers, layer width]) are written under their husai
+name ("routesae", as a transcoder "routesae_transcoder"); only husai reads them. Hook
+points, when known, are top-level `hook_name` and `hook_name_out` (sae-lens moves them into
+its `metadata`; both places are read).
 
 A language-model SAE's `lm_metadata` (model_name, context_size, prepend_bos,
 normalize_activations and its norm_scaling_factor, ...; see `formats.lm`) is written as
@@ -39,14 +42,17 @@ from husai.sae.formats.lm import check_lm_metadata, read_lm_metadata
 from husai.sae.registry import REGISTRY
 
 FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+#: husai architectures SAELens has no counterpart for: saved under their own name
+OWN = {"routesae": "routesae"}
 #: SAELens SAE architecture → the name of its transcoder (sae-lens has the first two)
 TRANSCODERS = {
     "standard": "transcoder",
     "jumprelu": "jumprelu_transcoder",
     "topk": "topk_transcoder",
     "gated": "gated_transcoder",
+    "routesae": "routesae_transcoder",
 }
-FROM_TRANSCODER = {t: FROM_SAELENS[a] for a, t in TRANSCODERS.items()}
+FROM_TRANSCODER = {t: {**FROM_SAELENS, **OWN}[a] for a, t in TRANSCODERS.items()}
 SKIP_TRANSCODERS = {"skip_transcoder", "jumprelu_skip_transcoder"}
 HOOK_KEYS = ("hook_name", "hook_name_out")
 _BASE: Spec = {"W_enc": ("D", "F"), "W_dec": ("F", "D"), "b_dec": ("D",)}
@@ -55,6 +61,7 @@ SPECS: dict[str, Spec] = {
     "topk": {**_BASE, "b_enc": ("F",)},
     "jumprelu": {**_BASE, "b_enc": ("F",), "threshold": ("F",)},
     "gated": {**_BASE, "b_gate": ("F",), "b_mag": ("F",), "r_mag": ("F",)},
+    "routesae": {**_BASE, "b_enc": ("F",), "W_router": ("L", "D")},
 }
 
 
@@ -118,8 +125,10 @@ def _architecture(cfg: dict[str, Any], file: Path) -> tuple[str, bool]:
         raise HusaiError(f"{file}: {name}: skip connections (W_skip) are not supported")
     if name in FROM_TRANSCODER:
         return FROM_TRANSCODER[name], True
+    if name in OWN:
+        return OWN[name], False
     if name not in FROM_SAELENS:
-        known = ", ".join([*FROM_SAELENS, *FROM_TRANSCODER])
+        known = ", ".join([*FROM_SAELENS, *FROM_TRANSCODER, *OWN])
         raise HusaiError(f"{file}: unsupported SAELens architecture {name!r} (known: {known})")
     return FROM_SAELENS[name], False
 
@@ -138,7 +147,7 @@ def _to_husai(
         "b_dec": t["b_dec"],
         "b_enc": t["b_gate"] if arch == "gated" else t["b_enc"],
     }
-    w.update({n: t[n] for n in ("threshold", "b_mag", "r_mag") if n in t})
+    w.update({n: t[n] for n in ("threshold", "b_mag", "r_mag", "W_router") if n in t})
     if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
         norm_F = w["W_dec"].norm(dim=-1).clamp_min(1e-8)  # as SAELens's fold_W_dec_norm
         w["W_enc"], w["b_enc"] = w["W_enc"] * norm_F[:, None], w["b_enc"] * norm_F
@@ -167,7 +176,9 @@ def load(path: Path) -> SAE:
             arch, seed, fields = cfg.architecture, int(own.get("seed", 0)), {}
         else:
             cfg, arch, seed = None, saelens_arch, 0
-            fields = {"k": _k(raw)} if arch == "topk" else {}
+            fields = {"k": _k(raw)} if arch in ("topk", "routesae") else {}
+            if arch == "routesae" and isinstance(tensors.get("W_router"), Tensor):
+                fields["n_layers"] = int(tensors["W_router"].shape[0])
     except ValidationError as e:
         raise HusaiError(f"{cfg_file}: invalid SAE config ({format_error(e, '')})") from None
     except (KeyError, TypeError, ValueError) as e:
