@@ -284,3 +284,44 @@ def test_train_sae_passes_only_the_options_given(tmp_path: Path) -> None:
     assert res.exit_code == 2 and not (tmp_path / "x").exists()
     assert "k is not a field of architecture relu (it belongs to" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_train_sae_streams_from_a_store(tmp_path: Path) -> None:
+    """`husai train-sae STORE`: trained from the store's shards; cfg.json has its hook and
+    LM metadata; the same SAE as training on the store's rows through the Python API."""
+    import torch
+
+    from husai.config import SAEConfig
+    from husai.sae import load, train_sae
+    from husai.store import StoreWriter, TokenPolicy
+
+    meta = {"model_name": "tiny", "context_size": 8, "prepend_bos": True, "corpus": "c"}
+    w = StoreWriter(
+        tmp_path / "store",
+        d=16,
+        hook_name="blocks.1.hook_resid_post",
+        n_shards=4,
+        metadata=meta,
+        policy=TokenPolicy(normalize="expected_average_only_in"),
+    )
+    gen = torch.Generator().manual_seed(0)
+    for k in range(4):
+        w.write(k, torch.randn(50, 16, generator=gen) * 3)
+    store = w.finish()
+    args = ["--architecture", "topk", "--k", "4", "--d-sae", "32", "--epochs", "2"]
+    args += ["--batch-size", "32", "--shuffle-buffer", "64", "--seeds", "1,2"]
+    res = runner.invoke(
+        app, ["train-sae", str(tmp_path / "store"), "--out", str(tmp_path / "o"), *args]
+    )
+    assert res.exit_code == 0, res.output
+    assert "200 rows of blocks.1.hook_resid_post" in res.output
+    cfg = json.loads((tmp_path / "o" / "seed_1" / "cfg.json").read_text())
+    assert cfg["hook_name"] == "blocks.1.hook_resid_post" and cfg["model_name"] == "tiny"
+    assert cfg["normalize_activations"] == "expected_average_only_in"
+    assert cfg["norm_scaling_factor"] == store.scale
+    sae_cfg = SAEConfig(
+        architecture="topk", k=4, d_sae=32, epochs=2, batch_size=32, shuffle_buffer=64
+    )
+    want, _ = train_sae(sae_cfg, store, [1, 2])
+    got = load(tmp_path / "o" / "seed_2")
+    assert torch.equal(got.W_dec[0], want.W_dec[1])
