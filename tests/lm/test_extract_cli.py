@@ -93,6 +93,6 @@ def test_bad_model_corpus_and_device(model_dir: Path, text: Path, tmp_path: Path
     assert res.exit_code == 2 and "empty corpus" in res.output
     if not torch.cuda.is_available():
         res = _extract(model_dir, text, tmp_path / "x", "--layer", "0", "--device", "cuda")
-        assert res.exit_code == 2 and "no GPU" in res.output
+        assert res.exit_code == 2 and "no CUDA GPU is available" in res.output
     res = runner.invoke(app, ["extract", "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and "--model" in res.output

@@ -149,7 +149,9 @@ def lm_downstream(
 ) -> dict[str, Any]:
     """Baselines (clean / zero-ablated / mean-ablated loss, accuracy, KL to clean) and, per
     seed, the spliced loss, accuracy, KL to clean, loss recovered vs zero and vs mean, and
-    MSE / explained variance / L0 / dead fraction on the replaced tokens' activations
+    MSE / explained variance / L0 / dead and dense fractions (SAEBench's firing on > 10% of
+    tokens) on the replaced tokens' activations, and per seed their log10 firing-frequency
+    histogram
     (a transcoder: input at `site`, predicting and replacing `site_out`).
 
     `scale`: the SAE was trained on activations × scale (a store's normalisation): it
@@ -167,9 +169,10 @@ def lm_downstream(
     x = xs[s.name]
     y = None if s_out is None else xs[s_out.name]
     mean_D = (x if y is None else y).double().mean(0).float()
-    quality = stream_quality(
-        sae.encode, x * scale, sae.decode, None if y is None else y * scale, chunk
-    ).result()
+    acc = stream_quality(sae.encode, x * scale, sae.decode, None if y is None else y * scale, chunk)
+    quality = [
+        {**q, "dense_fraction": d} for q, d in zip(acc.result(), acc.dense_fraction(), strict=True)
+    ]
 
     conditions: dict[str, Callable[[int], dict]] = {
         "zero_ablated": lambda _: {out_site: torch.zeros_like},
@@ -198,6 +201,7 @@ def lm_downstream(
     return {
         "baselines": base,
         "per_seed": per_seed,
+        "firing_histograms": acc.histogram(),  # per seed, on the replaced tokens
         "site": s.name,
         "site_out": None if s_out is None else s_out.name,
         "exclude_first": exclude_first,

@@ -17,20 +17,8 @@ from husai.lm.extract import ExtractResult, extract_to_stores
 from husai.lm.load import load_model, load_tokenizer
 from husai.lm.packaged import PACKAGED, resolve_model_dir
 from husai.lm.sites import site
+from husai.runtime import resolve_device
 from husai.store import DTYPES, TokenPolicy
-
-DEVICES = ("cpu", "cuda", "auto")
-
-
-def resolve_device(device: str) -> str:
-    """`cpu`, `cuda` (refused without a GPU) or `auto` (cuda when available)."""
-    if device not in DEVICES:
-        raise HusaiError(f"unknown device {device!r} (valid: {', '.join(DEVICES)})")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise HusaiError("device cuda: no GPU available (torch.cuda.is_available() is False)")
-    return device
 
 
 def extract_model(
@@ -58,8 +46,8 @@ def extract_model(
     if not layers or not kinds:
         raise HusaiError("give at least one --layer and one --site")
     sites = sorted({site(layer, kind) for layer in layers for kind in kinds})
-    dev = resolve_device(device)
-    corpus = read_corpus(text) if text is not None else stdlib_corpus()
+    dev = str(resolve_device(device))
+    corpus = read_corpus(text) if text is not None else stdlib_corpus(docstrings=True)
     path = resolve_model_dir(model, cache_dir)
     lm = load_model(path, dtype=torch.float32, device=dev)
     n_layers = Adapter(lm).n_layers
