@@ -49,6 +49,8 @@ def render(run_dir: Path) -> Path:
             figures.d_sae_trend(name, ds, fig_dir / f"d_sae_trend_{name}.png", ci)
         if any("trajectory" in a for a in archs.values()):
             figures.trajectory(archs, fig_dir / f"trajectory_{name}.png")
+        if all("firing_histograms" in a.get("lm_eval", {}) for a in archs.values()):
+            figures.firing_histograms(archs, fig_dir / f"firing_{name}.png")
     if "sweep" in metrics:
         sweep_figures(metrics, fig_dir)
     if "toy_model" in metrics:

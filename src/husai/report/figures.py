@@ -240,3 +240,23 @@ def latent_best_histogram(mean_best: dict[str, np.ndarray], path: Path, note: st
     )
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def firing_histograms(archs: dict[str, Any], path: Path) -> Path:
+    """Per configuration, every seed's log10 firing-frequency histogram of the live latents
+    on the held-out tokens (`lm_eval.firing_histograms`), dead latents in the legend."""
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.4), squeeze=False)
+    for ax, (label, arch) in zip(axes[0], archs.items(), strict=True):
+        hists = arch["lm_eval"]["firing_histograms"]
+        for i, (seed, h) in enumerate(zip(arch["quality"]["per_seed"], hists, strict=True)):
+            edges = np.asarray(h["log10_edges"])
+            ax.stairs(
+                h["counts"], edges, color=f"C{i % 10}", label=f"seed {seed} ({h['dead']} dead)"
+            )
+        ax.axvline(-1, color="k", ls=":", lw=1)  # dense: firing on > 10% of tokens
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("log10 firing frequency (held-out tokens)")
+        ax.set_ylabel("live latents")
+        ax.legend(fontsize=6)
+    fig.suptitle("firing-frequency histograms; dotted: dense threshold (10% of tokens)", fontsize=9)
+    return _save(fig, path)

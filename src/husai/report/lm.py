@@ -169,6 +169,8 @@ def lm_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[s
         "",
         *_quality_table(archs),
         "",
+        f"![firing-frequency histograms](figures/firing_{name}.png)",
+        "",
         "Consistency across seeds, every metric against its matched random baseline "
         "(decoder rows unless the variant says otherwise; mean over seed pairs [CI]; higher = "
         f"more consistent; `metrics.json` → `datasets.{name}.architectures.<sae>.consistency` "
