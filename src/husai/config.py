@@ -138,7 +138,8 @@ class LMDataConfig(Strict):
     layer: int = Field(15, ge=0, description="0-based block index")
     layers: list[int] | None = Field(
         None,
-        description="≥ 2 distinct block indices (instead of `layer`): a multi-layer set for "
+        description="≥ 2 distinct block indices (instead of `layer`, which then mirrors the "
+        "first): a multi-layer set for "
         "RouteSAE, each row the layers' activations at `site` of one token, concatenated "
         "layer-major; its SAEs must be routesae (n_layers set to the count)",
     )
@@ -183,7 +184,7 @@ class LMDataConfig(Strict):
         if self.site not in KINDS:
             raise ValueError(f"unknown site {self.site!r} (valid: {', '.join(KINDS)})")
         if self.layers is not None:
-            if "layer" in self.model_fields_set:
+            if "layer" in self.model_fields_set and self.layer != self.layers[0]:
                 raise ValueError("set `layer` or `layers`, not both")
             if len(set(self.layers)) < 2 or len(set(self.layers)) != len(self.layers):
                 raise ValueError(f"layers {self.layers}: need ≥ 2 distinct layers (or `layer`)")
@@ -194,6 +195,8 @@ class LMDataConfig(Strict):
                     "a multi-layer set (layers) cannot drop outliers per layer (rows must "
                     "align across layers); use outliers: clip or no outlier_factor"
                 )
+            # `layer` mirrors the first layer, so a dumped config parses back unchanged
+            object.__setattr__(self, "layer", self.layers[0])
         if self.train_tokens < self.context_size:
             raise ValueError(
                 f"train_tokens ({self.train_tokens}) holds no context of {self.context_size}"

@@ -102,6 +102,9 @@ def test_bad_multi_layer_configs_error_in_one_line(
         (dict(layers=[1]), "need ≥ 2 distinct layers"),
         (dict(outlier_factor=5.0), "cannot drop outliers per layer"),
     ]
+    good = _config(model_dir, corpus)
+    assert parse_run_config(good.model_dump(mode="json")) == good  # `layer` mirrors layers[0]
+    assert good.data[0].lm.layer == 0
     for kwargs, msg in cases:
         with pytest.raises(HusaiError, match=msg) as e:
             _config(model_dir, corpus, **kwargs)
@@ -122,3 +125,23 @@ def test_bad_multi_layer_configs_error_in_one_line(
                 "saes": [{**ROUTE, "n_layers": 3}],
             }
         )
+
+
+def test_a_multi_layer_set_shares_the_forward_with_a_one_layer_set(
+    tmp_path: Path, model_dir: Path, corpus: Path
+) -> None:
+    raw = _config(model_dir, corpus).model_dump(mode="json")
+    one = {**raw["data"][0], "name": "tiny_l1"}
+    one["lm"] = {**one["lm"], "layers": None, "layer": 1}
+    cfg = parse_run_config({**raw, "data": [raw["data"][0], one]})
+    metrics = run(cfg, tmp_path / "a", cache_dir=tmp_path / "cache")
+    ext = read_json(tmp_path / "a" / "manifest.json")["lm_extraction"]
+    assert ext["tiny_route"]["tokens_forward"] == 48 * 16 == ext["tiny_l1"]["tokens_forward"]
+    single = metrics["datasets"]["tiny_l1"]["architectures"]["routesae"]
+    assert single["config"]["n_layers"] == 1 and "downstream_loss" in single["quality"]["mean"]
+    multi = metrics["datasets"]["tiny_route"]
+    # the one-layer set's store holds the same rows as the multi-layer set's layer 1
+    assert (
+        metrics["datasets"]["tiny_l1"]["store_content_hash"]
+        == (multi["per_layer"][1]["store_content_hash"])
+    )
