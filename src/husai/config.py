@@ -136,6 +136,13 @@ class LMDataConfig(Strict):
         "smollm2", description="a packaged model's name (smollm2) or a local model directory"
     )
     layer: int = Field(15, ge=0, description="0-based block index")
+    layers: list[int] | None = Field(
+        None,
+        description="≥ 2 distinct block indices (instead of `layer`, which then mirrors the "
+        "first): a multi-layer set for "
+        "RouteSAE, each row the layers' activations at `site` of one token, concatenated "
+        "layer-major; its SAEs must be routesae (n_layers set to the count)",
+    )
     site: str = Field(
         "resid_post",
         description="resid_pre, attn_out, resid_mid, mlp_in, ln2_normalized, mlp_out, "
@@ -176,6 +183,20 @@ class LMDataConfig(Strict):
 
         if self.site not in KINDS:
             raise ValueError(f"unknown site {self.site!r} (valid: {', '.join(KINDS)})")
+        if self.layers is not None:
+            if "layer" in self.model_fields_set and self.layer != self.layers[0]:
+                raise ValueError("set `layer` or `layers`, not both")
+            if len(set(self.layers)) < 2 or len(set(self.layers)) != len(self.layers):
+                raise ValueError(f"layers {self.layers}: need ≥ 2 distinct layers (or `layer`)")
+            if min(self.layers) < 0:
+                raise ValueError(f"layers {self.layers}: block indices must be ≥ 0")
+            if self.outlier_factor is not None and self.outliers == "drop":
+                raise ValueError(
+                    "a multi-layer set (layers) cannot drop outliers per layer (rows must "
+                    "align across layers); use outliers: clip or no outlier_factor"
+                )
+            # `layer` mirrors the first layer, so a dumped config parses back unchanged
+            object.__setattr__(self, "layer", self.layers[0])
         if self.train_tokens < self.context_size:
             raise ValueError(
                 f"train_tokens ({self.train_tokens}) holds no context of {self.context_size}"
@@ -189,7 +210,12 @@ class LMDataConfig(Strict):
     def extraction(self) -> dict[str, Any]:
         """The fields that decide the forward passes (not layer or site): data sets equal
         in these share one extraction."""
-        return self.model_dump(mode="json", exclude={"layer", "site"})
+        return self.model_dump(mode="json", exclude={"layer", "layers", "site"})
+
+    @property
+    def block_indices(self) -> list[int]:
+        """The layers whose activations make up a row: `layers`, or [`layer`]."""
+        return list(self.layers) if self.layers is not None else [self.layer]
 
 
 class DataConfig(Strict):
@@ -417,6 +443,11 @@ class RunConfig(Strict):
     def saes_for(self, data: DataConfig) -> tuple[SAEConfig, ...]:
         """The SAE configs as trained on `data` (its `sae_overrides` applied; an
         architecture's own field only to the SAEs whose architecture has it)."""
+        saes = self._overridden(data)
+        n = len(data.lm.block_indices) if data.lm is not None else 1
+        return tuple(_routed(s, n, data.name) for s in saes) if data.lm is not None else saes
+
+    def _overridden(self, data: DataConfig) -> tuple[SAEConfig, ...]:
         if not data.sae_overrides:
             return self.saes
         owners = field_owners()
@@ -433,6 +464,29 @@ class RunConfig(Strict):
     @property
     def uses_toy(self) -> bool:
         return any(d.source == "toy" for d in self.data)
+
+
+def _routed(s: SAEConfig, n: int, data: str) -> SAEConfig:
+    """An LM data set's SAE: on a multi-layer set (n layers) a routesae with n_layers n
+    (set when left at 1); on a one-layer set, no routesae with n_layers > 1."""
+    given = getattr(s.params, "n_layers", None)
+    if n == 1:
+        if given not in (None, 1):
+            raise ValueError(
+                f"data {data}: {s.label}: a routesae with n_layers {given} needs a multi-layer "
+                "set (lm.layers)"
+            )
+        return s
+    if s.architecture != "routesae":
+        raise ValueError(
+            f"data {data}: a multi-layer set ({n} layers) trains routesae SAEs only, not "
+            f"{s.label} ({s.architecture})"
+        )
+    if given == n:
+        return s
+    if given != 1:
+        raise ValueError(f"data {data}: {s.label}: n_layers {given} ≠ the set's {n} layers")
+    return SAEConfig.model_validate({**s.model_dump(), "n_layers": n})
 
 
 def _sae_list(entries: Any) -> list[SAEConfig] | None:

@@ -8,6 +8,11 @@ killed extraction resumes from its finished shards. Each store is then hard-link
 across file systems) into the run directory as `data/<name>/store/`, and the held-out
 contexts — the `eval_contexts` after the training ones — are saved beside it as
 `data/<name>/eval_contexts.safetensors` (tensor `input_ids`).
+
+A multi-layer set (`lm.layers`, for RouteSAE) has one store per layer, from the same forward
+passes, linked as `data/<name>/stores/<hook>/`; its rows are the stores joined column-wise
+(husai.sae.data.ConcatRows, layer-major). Its token policy keeps the same tokens at every
+layer (config.py refuses per-layer outlier dropping) and ConcatRows checks the shard rows.
 """
 
 from __future__ import annotations
@@ -36,13 +41,30 @@ class LMSet:
     """One `lm` data set once extracted: its store, held-out contexts and model."""
 
     name: str
-    store: ActivationStore
+    stores: list[ActivationStore]  # one per layer (a single-layer set: one)
     eval_path: Path
     eval_hash: str
     model_dir: Path
     model_hash: str
     info: dict[str, Any]  # for metrics.json (deterministic)
     extraction: dict[str, Any]  # for the manifest and the console (timings)
+
+    @property
+    def store(self) -> ActivationStore:
+        return self.stores[0]
+
+    @property
+    def content_hash(self) -> str:
+        """The store's content hash; a multi-layer set's: a hash of its stores' hashes."""
+        if len(self.stores) == 1:
+            return self.store.content_hash
+        return config_hash({"stores": [s.content_hash for s in self.stores]})
+
+    def rows(self) -> Any:
+        """The training rows: the store, or a multi-layer set's joined stores."""
+        from husai.sae.data import ConcatRows
+
+        return self.store if len(self.stores) == 1 else ConcatRows(self.stores)
 
 
 def policy_of(lm: LMDataConfig) -> TokenPolicy:
@@ -123,15 +145,10 @@ def lm_stage(group: list[DataConfig], run_dir: Path, cache_dir: Path, device: st
     load_seconds = time.perf_counter() - t0
     train, eval_ids = _contexts(lm, tokenizer)
     n_layers = int(model.config.num_hidden_layers)
-    for d in group:
-        if not 0 <= d.lm.layer < n_layers:  # type: ignore[union-attr]
-            raise HusaiError(
-                f"data {d.name}: layer {d.lm.layer} out of range ({lm.model} has "  # type: ignore[union-attr]
-                f"{n_layers} layers, 0–{n_layers - 1})"
-            )
-    hooks = [f"blocks.{d.lm.layer}.{_suffix(d.lm.site)}" for d in group]  # type: ignore[union-attr]
-    if len(set(hooks)) != len(hooks):
+    set_hooks = [_hooks(d, n_layers) for d in group]
+    if len({tuple(h) for h in set_hooks}) != len(set_hooks):
         raise HusaiError(f"data sets {[d.name for d in group]} extract the same site twice")
+    hooks = list(dict.fromkeys(h for hs in set_hooks for h in hs))
     weights = model_hash(model)
     key = config_hash(
         {
@@ -154,18 +171,79 @@ def lm_stage(group: list[DataConfig], run_dir: Path, cache_dir: Path, device: st
         contexts_per_shard=lm.contexts_per_shard,
     )
     out = []
-    for d, hook in zip(group, hooks, strict=True):
+    for d, hs in zip(group, set_hooks, strict=True):
         data_dir = run_dir / "data" / d.name
-        store = _run_store(result.stores[hook], data_dir / "store")
+        if len(hs) == 1:
+            stores = [_run_store(result.stores[hs[0]], data_dir / "store")]
+        else:
+            stores = [_run_store(result.stores[h], data_dir / "stores" / h) for h in hs]
         eval_path = save_tensors(
             data_dir / EVAL_FILE, {EVAL_KEY: eval_ids}, {"format": "husai-eval-contexts"}
         )
-        info = _info(d, store, eval_ids, run_dir)
+        info = _info(d, stores[0], eval_ids, run_dir)
+        if len(stores) > 1:
+            info = _multi_info(info, d, stores, run_dir)
         record = extraction_record(result, load_seconds)
         out.append(
-            LMSet(d.name, store, eval_path, tensor_hash(eval_ids), model_dir, weights, info, record)
+            LMSet(
+                d.name, stores, eval_path, tensor_hash(eval_ids), model_dir, weights, info, record
+            )
         )
     return out
+
+
+def _hooks(d: DataConfig, n_layers: int) -> list[str]:
+    """A data set's hook names (one per layer), its layers checked against the model's."""
+    lm = d.lm
+    assert lm is not None
+    for layer in lm.block_indices:
+        if not 0 <= layer < n_layers:
+            raise HusaiError(
+                f"data {d.name}: layer {layer} out of range ({lm.model} has "
+                f"{n_layers} layers, 0–{n_layers - 1})"
+            )
+    return [f"blocks.{layer}.{_suffix(lm.site)}" for layer in lm.block_indices]
+
+
+def _multi_info(
+    info: dict[str, Any], d: DataConfig, stores: list[ActivationStore], run_dir: Path
+) -> dict[str, Any]:
+    """A multi-layer set's info: the joined rows' width, rank and content hash, and per
+    layer its hook, store, counts and normalisation."""
+    from husai.metrics.spectrum import effective_rank
+    from husai.sae.data import ConcatRows
+
+    rows = ConcatRows(stores)
+    sample = rows.spaced(RANK_ROWS)
+    per_layer = [
+        {
+            "layer": layer,
+            "hook": s.hook_name,
+            "artifact": str(s.path.relative_to(run_dir)),
+            "store_content_hash": s.content_hash,
+            "token_counts": s.counts,
+            "normalization": s.index["normalization"],
+        }
+        for layer, s in zip(d.lm.block_indices, stores, strict=True)  # type: ignore[union-attr]
+    ]
+    return {
+        **info,
+        "artifact": str((run_dir / "data" / d.name / "stores").relative_to(run_dir)),
+        "hook": "+".join(s.hook_name for s in stores),
+        "layer": None,
+        "layers": d.lm.block_indices,  # type: ignore[union-attr]
+        "d": rows.d,
+        "d_layer": stores[0].d,
+        "store_content_hash": config_hash({"stores": [s.content_hash for s in stores]}),
+        "normalization": {
+            "method": info["normalization"]["method"],
+            "scale": [float(s.scale) for s in stores],
+            "mean_norm": [s.index["normalization"]["mean_norm"] for s in stores],
+        },
+        "effective_rank": effective_rank(sample),
+        "effective_rank_rows": len(sample),
+        "per_layer": per_layer,
+    }
 
 
 def _suffix(kind: str) -> str:

@@ -134,6 +134,26 @@ def eval_activations(
 
 
 @torch.no_grad()
+def eval_layers(
+    model: nn.Module,
+    sites: list[str],
+    input_ids: Tensor,
+    scales: list[float],
+    *,
+    batch_size: int = 8,
+    exclude_first: bool = True,
+) -> Tensor:
+    """[n, L·D]: the `eval_activations` tokens' activations at each of L sites (one capture
+    pass), each × its scale, concatenated layer-major (a RouteSAE's rows)."""
+    names = [Adapter(model).site(s).name for s in sites]
+    mask = torch.ones_like(input_ids)
+    batches = _batches(input_ids, mask, batch_size)
+    positions = [replaced_positions(m, exclude_first) for _, m in batches]
+    xs = _replaced(model, names, batches, positions)
+    return torch.cat([xs[n] * float(c) for n, c in zip(names, scales, strict=True)], dim=1)
+
+
+@torch.no_grad()
 def lm_downstream(
     model: nn.Module,
     sae: SAE,

@@ -14,6 +14,13 @@ reconstruction quality and the LM's next-token loss / KL with the SAE spliced in
 zero- and mean-ablated), and `lm_consistency`: Paulo & Belrose's shared-latent rate,
 subspace similarity, activation MCC and firing, as `husai compare` computes them.
 Result: `{"evaluation": <metrics.json entry>, "trained": bool}`.
+
+A multi-layer set (RouteSAE; spec `lm.hooks`, `lm.scales`, inputs `store_<i>`): trained on
+the stores joined column-wise; quality is scored against `reconstruction_target` on the
+held-out tokens captured at every hook (each × its store's scale, layer-major), `routing`
+gives each seed's layer distribution there, and the splice metrics are skipped
+(`downstream: null` and `downstream_reason`): the SAE reconstructs a different layer per
+token, so there is no one site to splice its output into.
 """
 
 from __future__ import annotations
@@ -36,11 +43,27 @@ DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss
 COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
 
 
-def _inputs(job: Job) -> tuple[ActivationStore, torch.Tensor]:
+NO_SPLICE = (
+    "not defined for a RouteSAE over several layers: its router picks a layer per token, so "
+    "its reconstruction has no one site to replace"
+)
+
+
+def _inputs(job: Job) -> tuple[Any, torch.Tensor]:
+    """(the training rows: a store, or a multi-layer set's ConcatRows; held-out ids)."""
+    from husai.io import config_hash
+    from husai.sae.data import ConcatRows
+
     spec = job.spec
-    store = ActivationStore(Path(job.inputs["store"]))
-    if store.content_hash != spec["store"]:
-        raise HusaiError(f"{store.path}: store differs from the one this job was made for")
+    n = len(spec["lm"].get("hooks") or [None])
+    if n == 1:
+        store = ActivationStore(Path(job.inputs["store"]))
+        got = store.content_hash
+    else:
+        stores = [ActivationStore(Path(job.inputs[f"store_{i}"])) for i in range(n)]
+        store, got = ConcatRows(stores), config_hash({"stores": [s.content_hash for s in stores]})
+    if got != spec["store"]:
+        raise HusaiError(f"{job.inputs['store']}: store differs from the one this job was made for")
     tensors, _ = load_tensors(Path(job.inputs["eval"]))
     ids = tensors.get("input_ids")
     if ids is None or tensor_hash(ids) != spec["lm"]["eval"]:
@@ -70,6 +93,8 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
     resolved = SAEConfig.model_validate(spec["sae"]).resolve(store.d)
     device = str(resolve_device(spec["device"]))
     model = _model(job, device)
+    if spec["lm"].get("hooks"):
+        return _evaluate_routed(job, sae, store, ids, model, device, resolved, m)
     sae = sae.to(device)
     x_eval = eval_activations(model, lm["hook"], ids.to(device), batch_size=lm["batch_size"])
     down = lm_downstream(
@@ -92,6 +117,45 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
         "downstream_baselines": down.pop("baselines"),
         "lm_eval": down,
         "quality": quality_block(qual, seeds, m),
+    }
+
+
+def _evaluate_routed(
+    job: Job,
+    sae: Any,
+    rows: Any,
+    ids: torch.Tensor,
+    model: Any,
+    device: str,
+    resolved: SAEConfig,
+    m: MetricsConfig,
+) -> dict[str, Any]:
+    """A multi-layer set's entry: consistency, quality against the routed targets, routing."""
+    from husai.experiments.lm_eval import eval_layers
+    from husai.metrics import QualityAccumulator
+
+    seeds, lm = job.spec["seeds"], job.spec["lm"]
+    x = eval_layers(model, lm["hooks"], ids.to(device), lm["scales"], batch_size=lm["batch_size"])
+    acc = QualityAccumulator()
+    with torch.no_grad():
+        for start in range(0, len(x), 4096):
+            chunk = x[start : start + 4096]
+            codes = sae.encode(chunk)
+            acc.update(codes, sae.reconstruction_target(chunk), sae.decode(codes))
+    dist = sae.layer_distribution(x)
+    routing = {
+        "layers": lm["hooks"],
+        "eval_tokens": len(x),
+        "per_seed": {str(s): dist[i].tolist() for i, s in enumerate(seeds)},
+        "mean": dist.mean(0).tolist(),
+    }
+    return {
+        "config": resolved.model_dump(mode="json"),
+        "consistency": consistency(sae, resolved, m, rows),
+        "routing": routing,
+        "downstream": None,
+        "downstream_reason": NO_SPLICE,
+        "quality": quality_block(acc.result(), seeds, m),
     }
 
 

@@ -145,7 +145,7 @@ def _lm_datasets(cfg: RunConfig, run_dir: Path, cache_dir: Path, timer: Timer) -
     for group in lm_groups(list(cfg.data)):
         with timer.stage("lm_extract:" + "+".join(d.name for d in group)):
             for s in lm_stage(group, run_dir, cache_dir, cfg.device):
-                out[s.name] = Dataset(s.name, s.store.path, s.store.content_hash, s.info, lm=s)
+                out[s.name] = Dataset(s.name, s.store.path, s.content_hash, s.info, lm=s)
     return out
 
 
@@ -176,6 +176,14 @@ def make_lm_job(cfg: RunConfig, sae_cfg: SAEConfig, data: Dataset, run_dir: Path
         "model": str(s.model_dir),
         "eval": str(s.eval_path.resolve()),
     }
+    if len(s.stores) > 1:  # a multi-layer set (RouteSAE): every layer's hook, scale, store
+        spec["lm"].update(
+            hook="+".join(st.hook_name for st in s.stores),
+            hooks=[st.hook_name for st in s.stores],
+            scales=[st.scale for st in s.stores],
+            cfg=None,  # no SAELens LM metadata: the SAE reads several hooks
+        )
+        inputs.update({f"store_{i}": str(st.path.resolve()) for i, st in enumerate(s.stores)})
     out_dir = run_dir.resolve() / "saes" / data.name / sae_cfg.label
     return Job("lm_sae", spec, out_dir, inputs, name=f"{data.name}/{sae_cfg.label}")
 

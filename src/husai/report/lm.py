@@ -33,7 +33,47 @@ def _block(a: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
     return a.get(where, {}).get(key)
 
 
+def _multi_data_line(name: str, ds: dict[str, Any], seeds: list[int]) -> str:
+    ev, er = ds["eval"], ds["effective_rank"]
+    layers = "; ".join(
+        f"`{p['hook']}` (scale {p['normalization']['scale']:.4g}, `{p['artifact']}`)"
+        for p in ds["per_layer"]
+    )
+    return (
+        f"Model `{ds['model']}`, a multi-layer set for RouteSAE: each row is one token's "
+        f"activations at {len(ds['layers'])} layers, concatenated layer-major (d "
+        f"{ds['d_layer']} per layer, {ds['d']} in all): {layers}. Corpus `{ds['corpus']}`: "
+        f"{ds['n_contexts']} contexts of {ds['context_size']} tokens, {ds['n']} training "
+        f"rows (the same tokens at every layer). Effective rank (participation ratio, "
+        f"{ds['effective_rank_rows']} rows): {er['participation_ratio']:.1f}. Held out: "
+        f"{ev['n_contexts']} contexts (`{ev['artifact']}`). Seeds {seeds}. Source: "
+        f"`metrics.json` → `datasets.{name}`."
+    )
+
+
+def _routing(name: str, archs: dict[str, Any]) -> list[str]:
+    """Each seed's layer distribution on the held-out tokens (RouteSAE)."""
+    routed = {label: a["routing"] for label, a in archs.items() if a.get("routing")}
+    if not routed:
+        return []
+    hooks = next(iter(routed.values()))["layers"]
+    body = [
+        [label, seed, *(f"{f:.3f}" for f in fr)]
+        for label, r in routed.items()
+        for seed, fr in [*r["per_seed"].items(), ("mean", r["mean"])]
+    ]
+    return [
+        "Router layer distribution (fraction of the held-out tokens routed to each layer, "
+        f"per seed; `metrics.json` → `datasets.{name}.architectures.<sae>.routing`):",
+        "",
+        *markdown_table(["SAE", "seed", *(f"`{h}`" for h in hooks)], body),
+        "",
+    ]
+
+
 def lm_data_line(name: str, ds: dict[str, Any], seeds: list[int]) -> str:
+    if ds.get("layers"):
+        return _multi_data_line(name, ds, seeds)
     c, nrm, ev = ds["token_counts"], ds["normalization"], ds["eval"]
     drops = ", ".join(
         f"{k.removeprefix('dropped_').replace('_', ' ')} {c[k]}"
@@ -148,11 +188,44 @@ def lm_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[s
     """The LM-specific part of a data set's section."""
     archs = ds["architectures"]
     first = next(iter(archs.values()))
-    base = first["downstream_baselines"]
-    ev = first["lm_eval"]
     return [
         lm_data_line(name, ds, metrics["seeds"]),
         "",
+        *(_downstream_lines(name, first) if "downstream_baselines" in first else _routed(first)),
+        "",
+        *_quality_table(archs),
+        "",
+        *(
+            [f"![firing-frequency histograms](figures/firing_{name}.png)", ""]
+            if all("firing_histograms" in a.get("lm_eval", {}) for a in archs.values())
+            else []
+        ),
+        *_routing(name, archs),
+        "Consistency across seeds, every metric against its matched random baseline "
+        "(decoder rows unless the variant says otherwise; mean over seed pairs [CI]; higher = "
+        f"more consistent; `metrics.json` → `datasets.{name}.architectures.<sae>.consistency` "
+        "and `.lm_consistency`):",
+        "",
+        *_consistency_table(archs),
+        "",
+        *_variants(archs),
+        "",
+        *_literature(name, ds, archs),
+    ]
+
+
+def _routed(first: dict[str, Any]) -> list[str]:
+    return [
+        "Quality on the held-out contexts (every position but the first, captured at every "
+        "layer, each × its store's scale), against each token's routed layer (the RouteSAE's "
+        "reconstruction target), seed mean [seed-bootstrap CI]. LM next-token metrics (the "
+        f"SAE spliced in): {first.get('downstream_reason', 'not computed')}."
+    ]
+
+
+def _downstream_lines(name: str, first: dict[str, Any]) -> list[str]:
+    base, ev = first["downstream_baselines"], first["lm_eval"]
+    return [
         f"Quality and next-token metrics on the held-out contexts ({ev['n_replaced_tokens']} "
         "replaced tokens: every position but the first; "
         f"{ev['n_predictions']} next-token predictions), seed mean "
@@ -165,20 +238,5 @@ def lm_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> list[s
             for k, r in base.items()
         )
         + ". Loss recovered = (CE zero-ablated − CE spliced) / (CE zero-ablated − CE clean) "
-        "(vs mean: with the mean-ablated CE); higher = better, 1 = as clean.",
-        "",
-        *_quality_table(archs),
-        "",
-        f"![firing-frequency histograms](figures/firing_{name}.png)",
-        "",
-        "Consistency across seeds, every metric against its matched random baseline "
-        "(decoder rows unless the variant says otherwise; mean over seed pairs [CI]; higher = "
-        f"more consistent; `metrics.json` → `datasets.{name}.architectures.<sae>.consistency` "
-        "and `.lm_consistency`):",
-        "",
-        *_consistency_table(archs),
-        "",
-        *_variants(archs),
-        "",
-        *_literature(name, ds, archs),
+        "(vs mean: with the mean-ablated CE); higher = better, 1 = as clean."
     ]

@@ -137,6 +137,40 @@ class StoreRows(Rows):
         return self._mean
 
 
+class ConcatRows(Rows):
+    """Several stores of the same tokens joined column-wise (a RouteSAE's rows: L layers,
+    layer-major): block k = each store's shard k (normalised by its own scale, as its
+    reader gives it) concatenated along dim 1. The stores must hold equal shard row counts."""
+
+    def __init__(self, stores: list[Any], *, normalize: bool = True) -> None:
+        if not stores:
+            raise HusaiError("ConcatRows needs at least one store")
+        self.parts = [StoreRows(s, normalize=normalize) for s in stores]
+        self.block_rows = self.parts[0].block_rows
+        for p in self.parts[1:]:
+            if p.block_rows != self.block_rows:
+                raise HusaiError(
+                    f"{p.store.path}: shard rows {p.block_rows} differ from "
+                    f"{self.parts[0].store.path}'s {self.block_rows} (rows must align)"
+                )
+        self.d = sum(p.d for p in self.parts)
+        self._mean: Tensor | None = None
+
+    def block(self, k: int) -> Tensor:
+        return torch.cat([p.block(k) for p in self.parts], dim=1)
+
+    def checked_blocks(self) -> Iterator[Tensor]:
+        for k, b in enumerate(self.blocks()):
+            if not torch.isfinite(b).all():
+                raise HusaiError(f"shard {k} of the joined stores contains NaN/Inf")
+            yield b
+
+    def mean(self) -> Tensor:
+        if self._mean is None:
+            self._mean = super().mean()
+        return self._mean
+
+
 def as_rows(x: Tensor | Rows | Any) -> Rows:
     """A `Rows` for a tensor (one block), a `Rows` (as it is) or an activation store."""
     if isinstance(x, Rows):

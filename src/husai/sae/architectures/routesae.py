@@ -43,6 +43,7 @@ from husai.sae.registry import register
 
 if TYPE_CHECKING:
     from husai.sae.config import SAEConfig
+    from husai.sae.data import Rows
 
 ROUTER_SEED_OFFSET = 7_919  # the router's generator: seed + this (the SAE's: the seed)
 
@@ -191,13 +192,16 @@ class RouteSAE(TopKSAE):
         return mse + self.params.auxk_coefficient * aux, parts
 
     @torch.no_grad()
-    def fit_init(self, x_ND: Tensor, y_NO: Tensor | None = None) -> None:
+    def fit_init(self, x_ND: Tensor | Rows, y_NO: Tensor | None = None) -> None:
         """An SAE: b_dec ← the mean over rows and layers of the per-layer activations. A
         transcoder (n_layers 1): as the base class."""
         if self.transcoder:
             super().fit_init(x_ND, y_NO)
             return
-        self.init_b_dec(x_ND.view(len(x_ND), self.n_layers, self.d_layer).mean((0, 1)))
+        if isinstance(x_ND, Tensor):
+            self.init_b_dec(x_ND.view(len(x_ND), self.n_layers, self.d_layer).mean((0, 1)))
+        else:  # Rows (a store, joined stores): the streamed mean row, averaged over layers
+            self.init_b_dec(x_ND.mean().view(self.n_layers, self.d_layer).mean(0))
 
     def extra_cfg(self) -> dict[str, object]:
         return {"k": self.params.k, "n_layers": self.n_layers}
