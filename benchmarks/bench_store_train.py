@@ -5,7 +5,7 @@
 
 (i) training throughput (rows/s, one epoch of TopK, d_sae = 4 × d_in) from a store of
 --shards shards vs from the same rows as one in-memory tensor, and the ratio (goal ≥ 0.9);
-(ii) peak RSS (ru_maxrss of a fresh subprocess) training on a store --rss-factor times the
+(ii) peak RSS (VmHWM of a fresh subprocess) training on a store --rss-factor times the
 shuffle buffer, beside the same training in memory and on one shard in memory (the
 baseline: the SAE, Adam and a step), with the store's and the buffer's sizes.
 """
@@ -50,7 +50,19 @@ def child(path: str, mode: str, k: int, batch: int, buffer: int, seeds: int) -> 
     data = {"store": store, "memory": store.load_all, "idle": lambda: store.read_shard(0)}[mode]
     data = data if mode == "store" else data()
     train_sae(config(RSS_D_SAE, k, batch, buffer), data, list(range(seeds)))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM (per address space, so reset by exec) where Linux has
+    it; ru_maxrss elsewhere (Linux carries that over exec from the parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def throughput(args: argparse.Namespace, tmp: Path) -> None:
