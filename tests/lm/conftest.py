@@ -1,9 +1,13 @@
-"""Fixtures: the tiny models of _lm_tiny, one per family, and a padded batch."""
+"""Fixtures: the tiny models of _lm_tiny, one per family, a padded batch, and a tiny Llama
+saved with its tokenizer (`model_dir`) beside a word corpus (`corpus`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from _lm_text import tiny_tokenizer, words
 from _lm_tiny import VOCAB, tiny_model
 
 
@@ -20,3 +24,20 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     mask = torch.ones_like(ids)
     mask[1, 5:] = 0
     return ids, mask
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama and its tokenizer, saved (a local model directory)."""
+    d = tmp_path_factory.mktemp("tiny_llama")
+    tiny_model("llama").save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A .txt corpus of 30 documents of 60 words."""
+    f = tmp_path_factory.mktemp("corpus") / "text.txt"
+    f.write_text("\n\n".join(words(i * 7, 60) for i in range(30)))
+    return f

@@ -6,22 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from _lm_text import tiny_tokenizer, words
-from _lm_tiny import N_LAYERS, tiny_model
+from _lm_text import words
+from _lm_tiny import N_LAYERS
 from typer.testing import CliRunner
 
 from husai.cli import app
 from husai.store import ActivationStore
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("tiny_llama")
-    tiny_model("llama").save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return d
 
 
 @pytest.fixture(scope="module")

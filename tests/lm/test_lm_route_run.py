@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _lm_text import tiny_tokenizer, words
-from _lm_tiny import tiny_model
 
 from husai.config import parse_run_config
 from husai.errors import HusaiError
@@ -15,21 +13,6 @@ from husai.experiments.run import run
 from husai.io import read_json
 
 ROUTE = {"architecture": "routesae", "k": 4, "d_sae": 64, "epochs": 2, "batch_size": 64}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("tiny_llama")
-    tiny_model("llama").save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    f = tmp_path_factory.mktemp("corpus") / "text.txt"
-    f.write_text("\n\n".join(words(i * 7, 60) for i in range(30)))
-    return f
 
 
 def _config(model_dir: Path, corpus: Path, saes: list | None = None, **lm: object):

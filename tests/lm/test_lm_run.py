@@ -5,28 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _lm_text import tiny_tokenizer, words
-from _lm_tiny import tiny_model
 
 from husai.config import parse_run_config
 from husai.errors import HusaiError
 from husai.experiments.run import run
 from husai.io import read_json
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("tiny_llama")
-    tiny_model("llama").save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    f = tmp_path_factory.mktemp("corpus") / "text.txt"
-    f.write_text("\n\n".join(words(i * 7, 60) for i in range(30)))
-    return f
 
 
 def _config(model_dir: Path, corpus: Path, layers: tuple[int, ...] = (1,), **lm: object):
