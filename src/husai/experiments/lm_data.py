@@ -256,10 +256,11 @@ def _info(
     d: DataConfig, store: ActivationStore, eval_ids: torch.Tensor, run_dir: Path
 ) -> dict[str, Any]:
     from husai.metrics.spectrum import effective_rank
+    from husai.sae.data import StoreRows
 
     lm = d.lm
     assert lm is not None
-    sample = spaced_store_rows(store, RANK_ROWS)
+    sample = StoreRows(store).spaced(RANK_ROWS)
     meta = store.metadata
     return {
         "artifact": str(store.path.relative_to(run_dir)),
@@ -300,19 +301,6 @@ def extraction_record(result: Any, load_seconds: float) -> dict[str, Any]:
         "shards_kept": result.shards_kept,
         "tokens_stored": result.tokens_stored,
     }
-
-
-def spaced_store_rows(store: ActivationStore, n: int) -> torch.Tensor:
-    """At most n evenly spaced rows of a store (as `spaced_rows` on its concatenation),
-    reading one shard at a time."""
-    idx = torch.linspace(0, store.n_tokens - 1, min(store.n_tokens, n)).long()
-    out, start = [], 0
-    for k, rows in enumerate(store.shard_rows):
-        sel = idx[(idx >= start) & (idx < start + rows)] - start
-        if len(sel):
-            out.append(store.read_shard(k)[sel])
-        start += rows
-    return torch.cat(out)
 
 
 def lm_groups(data: list[DataConfig]) -> list[list[DataConfig]]:

@@ -167,7 +167,10 @@ class RouteSAE(TopKSAE):
         )
 
     def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
-        u_SBD = self.route(x_SBD)[2]
+        return self._encode_routed(self.route(x_SBD)[2])
+
+    def _encode_routed(self, u_SBD: Tensor) -> tuple[Tensor, Tensor]:
+        """TopK codes of the router's output u [S, B, D] (the shared SAE's input)."""
         return _TopKEncode.apply(u_SBD, self.input_bias(), self.W_enc, self.b_enc, self.params.k)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -177,19 +180,7 @@ class RouteSAE(TopKSAE):
             target = self.target(x_SBLD.flatten(2), y_SBO)
         else:
             target = self._chosen(x_SBLD, layer_SB)
-        vals, flat = _TopKEncode.apply(
-            u_SBD, self.input_bias(), self.W_enc, self.b_enc, self.params.k
-        )
-        recon = self.sparse_decode(vals, flat)
-        mse = (recon - target).pow(2).sum(-1).mean(-1)
-        aux = self.auxk_loss(u_SBD, recon, target)
-        parts = {
-            "mse": mse.detach(),
-            "penalty": torch.zeros_like(mse),
-            "auxk": aux.detach(),
-            "fired": self.fired(vals, flat),
-        }
-        return mse + self.params.auxk_coefficient * aux, parts
+        return self.sparse_loss(u_SBD, *self._encode_routed(u_SBD), target)
 
     @torch.no_grad()
     def fit_init(self, x_ND: Tensor | Rows, y_NO: Tensor | None = None) -> None:

@@ -156,8 +156,14 @@ class TopKSAE(SAE):
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)
-        y_SBO = self.target(x_SBD, y_SBO)
         vals, flat = self.sparse_encode(x_SBD)
+        return self.sparse_loss(x_SBD, vals, flat, self.target(x_SBD, y_SBO))
+
+    def sparse_loss(
+        self, x_SBD: Tensor, vals: Tensor, flat: Tensor, y_SBO: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-seed MSE against y of the reconstruction from the TopK codes (vals, flat) of
+        the SAE's input x, plus AuxK; the loss and its parts."""
         recon = self.sparse_decode(vals, flat)
         mse = (recon - y_SBO).pow(2).sum(-1).mean(-1)
         aux = self.auxk_loss(x_SBD, recon, y_SBO)
