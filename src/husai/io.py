@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from husai import faults
 from husai.errors import HusaiError
 
 
@@ -24,14 +25,19 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Write via a temp file in the same directory, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    n = faults.next_write(path)
+    faults.point(n, "start")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        faults.point(n, "partial", Path(tmp))
+        faults.point(n, "written", Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    faults.point(n, "renamed")
     return path
 
 

@@ -232,7 +232,7 @@ class StoreWriter:
         match their hashes; a directory with anything else in it is refused."""
         index_path = self.path / INDEX
         if not index_path.exists():
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(not p.name.startswith(".") for p in self.path.iterdir()):
                 raise HusaiError(f"{self.path}: not empty and not an activation store")
             return {}
         old = read_json(index_path)

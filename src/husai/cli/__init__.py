@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -41,8 +42,30 @@ def user_errors(f: F) -> F:
         except HusaiError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(130) from None
+        except OSError as e:  # disk full, read-only or unwritable directory, I/O error
+            if os.environ.get("HUSAI_TRACEBACK"):
+                raise
+            typer.echo(f"error: {os_error_line(e)}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+INTERRUPTED = (
+    "interrupted: finished jobs and files are kept, nothing half-written is reused; "
+    "rerun the same command to resume"
+)
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system fault: what failed, on which file."""
+    where = f"{e.filename}: " if e.filename else ""
+    what = e.strerror or str(e) or type(e).__name__
+    hint = {28: " (free some space, then rerun to resume)", 30: " (choose a writable --out)"}
+    return f"{where}{what}{hint.get(e.errno or 0, '')}"
 
 
 EXECUTOR_HELP = "where the SAE jobs run: inline (this process) | process (local pool) | ray"
@@ -281,20 +304,23 @@ def extract(
         outliers=outliers,  # type: ignore[arg-type]
         normalize=normalize,  # type: ignore[arg-type]
     )
-    result = extract_model(
-        model,
-        layer or [],
-        site or ["resid_post"],
-        out,
-        text=text,
-        context_size=context_size,
-        n_contexts=n_contexts,
-        max_tokens=max_tokens,
-        dtype=dtype,
-        batch_size=batch_size,
-        device=device,
-        policy=policy,
-    )
+    from husai.lock import directory_lock
+
+    with directory_lock(out, "extract"):
+        result = extract_model(
+            model,
+            layer or [],
+            site or ["resid_post"],
+            out,
+            text=text,
+            context_size=context_size,
+            n_contexts=n_contexts,
+            max_tokens=max_tokens,
+            dtype=dtype,
+            batch_size=batch_size,
+            device=device,
+            policy=policy,
+        )
     for line in summary_lines(result):
         typer.echo(line)
 

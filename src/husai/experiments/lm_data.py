@@ -159,17 +159,20 @@ def lm_stage(group: list[DataConfig], run_dir: Path, cache_dir: Path, device: st
             "device": device,
         }
     )
-    result = extract_to_stores(
-        model,
-        train,
-        hooks,
-        cache_dir / "stores" / key,
-        model_name=lm.model,
-        dtype=lm.dtype,
-        policy=policy_of(lm),
-        batch_size=lm.batch_size,
-        contexts_per_shard=lm.contexts_per_shard,
-    )
+    from husai.lock import directory_lock
+
+    with directory_lock(cache_dir / "stores" / key, "run (activation cache)", wait=True):
+        result = extract_to_stores(
+            model,
+            train,
+            hooks,
+            cache_dir / "stores" / key,
+            model_name=lm.model,
+            dtype=lm.dtype,
+            policy=policy_of(lm),
+            batch_size=lm.batch_size,
+            contexts_per_shard=lm.contexts_per_shard,
+        )
     out = []
     for d, hs in zip(group, set_hooks, strict=True):
         data_dir = run_dir / "data" / d.name

@@ -54,12 +54,14 @@ class Timer:
 
 def toy_model_stage(cfg: RunConfig, run_dir: Path, cache_dir: Path, progress: bool) -> Path:
     """Train the toy model, or reuse the cached one with the same config hash."""
+    from husai.lock import directory_lock
     from husai.toy import load_checkpoint, train_checkpoint
 
     key = config_hash(cfg.toy.model_dump(mode="json"))
     cached = cache_dir / "toy" / key
-    if not (cached / "config.json").is_file():
-        train_checkpoint(cfg.toy, cached, progress)
+    with directory_lock(cached, "run (toy-model cache)", wait=True):  # one trainer per entry
+        if not (cached / "config.json").is_file():
+            train_checkpoint(cfg.toy, cached, progress)
     load_checkpoint(cached)  # validates the cached copy before use
     target = run_dir / "toy_model"
     if target.exists():
@@ -229,7 +231,9 @@ def run(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
     """Execute the whole pipeline (deterministic kernels); returns the metrics dict
     (also written to metrics.json). Refuses (HusaiError) a run directory that holds a run
     of another config, or bad executor options, before doing any work."""
-    with deterministic():
+    from husai.lock import directory_lock
+
+    with directory_lock(Path(run_dir), "run"), deterministic():
         return _run(cfg, run_dir, **kwargs)
 
 
