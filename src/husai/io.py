@@ -34,6 +34,9 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
         faults.point(n, "partial", Path(tmp))
         faults.point(n, "written", Path(tmp))
         os.replace(tmp, path)
+    except OSError as e:  # name the file the user knows, not its temp
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

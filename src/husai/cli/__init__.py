@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +34,18 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def user_errors(f: F) -> F:
-    """Print a HusaiError as one line and exit with status 2."""
+    """Print a HusaiError or an OS fault (disk full, read-only) as one line and exit with
+    status 2; Ctrl-C or SIGTERM: one line, exit status 130."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)  # a clean stop, as Ctrl-C gives
         try:
             return f(*args, **kwargs)
         except HusaiError as e:
@@ -348,11 +357,7 @@ def train_sae_cmd(
     saes[])."""
     from pydantic import ValidationError
 
-    from husai.activations import load_activations
     from husai.config import SAEConfig, format_error
-    from husai.sae import save_seeds, train_sae
-    from husai.sae.io import store_lm_metadata
-    from husai.store import ActivationStore
 
     try:
         cfg = SAEConfig.model_validate(given(ctx, SAE_FIELDS, fields))
@@ -361,6 +366,20 @@ def train_sae_cmd(
         raise HusaiError(format_error(e)) from None
     except ValueError:
         raise HusaiError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    from husai.lock import directory_lock
+
+    with directory_lock(out, "train-sae"):
+        _train_and_save(cfg, activations, out, seed_list, device)
+
+
+def _train_and_save(
+    cfg: Any, activations: Path, out: Path, seed_list: list[int], device: str
+) -> None:
+    from husai.activations import load_activations
+    from husai.sae import save_seeds, train_sae
+    from husai.sae.io import store_lm_metadata
+    from husai.store import ActivationStore
+
     if activations.is_dir():
         store = ActivationStore(activations)
         meta = store_lm_metadata(store) if "model_name" in store.metadata else None

@@ -111,9 +111,16 @@ def _rows(metrics: dict[str, Any], data: str, ks: list[int]) -> list[dict[str, A
 
 def calibrate(cfg: CalibrateConfig, out: Path, **run_kwargs: Any) -> dict[str, Any]:
     """Search, select, confirm; returns (and writes) calibration.json's content."""
-    from husai.experiments.run import run
+    from husai.lock import directory_lock
 
     out = Path(out)
+    with directory_lock(out, "calibrate"):
+        return _calibrate(cfg, out, **run_kwargs)
+
+
+def _calibrate(cfg: CalibrateConfig, out: Path, **run_kwargs: Any) -> dict[str, Any]:
+    from husai.experiments.run import run
+
     ks = list(cfg.candidates)
     search = run(cfg.run_config(ks, cfg.search_seeds, None), out / "search", **run_kwargs)
     rows = _rows(search, cfg.data.name, ks)
