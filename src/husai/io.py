@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from husai import faults
 from husai.errors import HusaiError
@@ -26,7 +26,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = faults.next_write(path)
-    faults.point(n, "start")
+    faults.point(n, "start", path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -76,7 +76,9 @@ def save_tensors(
 ) -> Path:
     """Save tensors as safetensors, atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    # serialised here and written by Python: an I/O fault (disk full) is then an OSError,
+    # not a SafetensorError from inside the Rust writer
+    return write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
