@@ -138,3 +138,22 @@ def test_signal_stops_cleanly_and_rerun_resumes(
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert (out / "metrics.json").read_bytes() == (tiny_run / "metrics.json").read_bytes()
+
+
+def test_a_killed_pool_worker_is_one_line_and_the_rerun_resumes(
+    tiny_run: Path, tiny_config: Path, tmp_path: Path
+) -> None:
+    from _cli import husai_env
+
+    out = tmp_path / "run"
+    args = ["run", str(tiny_config), "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    args += ["--quiet", "--executor", "process", "--workers", "2"]
+    # the workers inherit the fault: the one training relu dies at its first weights file
+    dying = husai(*args, env=husai_env(HUSAI_FAULT="kill@relu/seed_1/sae_weights"))
+    _, err = dying.communicate(timeout=300)
+    assert dying.returncode == 2, err
+    assert err.strip().startswith("error: a worker process died") and err.count("\n") == 1, err
+    again = husai(*args)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert (out / "metrics.json").read_bytes() == (tiny_run / "metrics.json").read_bytes()

@@ -44,13 +44,22 @@ def process(
     """A local pool of `workers` spawned processes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         threads = threads_per_worker(workers)
         futures = {pool.submit(execute, job, None, threads): i for i, job in enumerate(jobs)}
         for f in as_completed(futures):
-            yield futures[f], f.result()
+            try:
+                result = f.result()
+            except BrokenProcessPool:
+                raise HusaiError(
+                    f"a worker process died (killed, or out of memory) during job "
+                    f"{jobs[futures[f]].name or futures[f]}; finished jobs are kept, rerun to "
+                    "resume"
+                ) from None
+            yield futures[f], result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
