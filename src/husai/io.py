@@ -44,8 +44,16 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def _write_synced(tmp: Path, data: bytes) -> None:
+    """The bytes on disk before the rename, so a crash cannot leave a renamed empty file."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
-    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+    return _atomic(path, lambda tmp: _write_synced(tmp, data))
 
 
 def write_text(path: Path, text: str) -> Path:
