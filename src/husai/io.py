@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -27,7 +28,9 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = faults.next_write(path)
     faults.point(n, "start")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    prefix = f".{path.name}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -39,6 +42,26 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
         raise
     faults.point(n, "renamed")
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temp files of `path` (``.<name>.<pid>.*.tmp``) whose writer is gone: a
+    process killed mid-write leaves its temp behind, the next write of `path` clears it."""
+    prefix = f".{path.name}."
+    for p in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = p.name[len(prefix) :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
