@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -28,7 +27,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = faults.next_write(path)
     faults.point(n, "start")
-    _remove_stale_temps(path)
+    _remove_stale_temps(path.parent)
     prefix = f".{path.name}.{os.getpid()}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -44,13 +43,19 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Remove the temp files of `path` (``.<name>.<pid>.*.tmp``) whose writer is gone: a
-    process killed mid-write leaves its temp behind, the next write of `path` clears it."""
-    prefix = f".{path.name}."
-    for p in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        pid = p.name[len(prefix) :].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+_swept: set[Path] = set()  # directories this process has cleared of stale temp files
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Once per process and directory, remove the temp files (``.<name>.<pid>.<rand>.tmp``)
+    whose writer is gone: a process killed mid-write leaves its temp behind, the next
+    process that writes there clears it (a live writer's temp is left alone)."""
+    if directory in _swept:
+        return
+    _swept.add(directory)
+    for p in directory.glob(".*.tmp"):
+        parts = p.name[: -len(".tmp")].rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
             p.unlink(missing_ok=True)
 
 
