@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save
 
 from husai import faults
 from husai.errors import HusaiError
+from husai.lock import pid_alive
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
@@ -27,7 +28,9 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = faults.next_write(path)
     faults.point(n, "start", path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path.parent)
+    prefix = f".{path.name}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -50,6 +53,22 @@ def _write_synced(tmp: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+_swept: set[Path] = set()  # directories this process has cleared of stale temp files
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Once per process and directory, remove the temp files (``.<name>.<pid>.<rand>.tmp``)
+    whose writer is gone: a process killed mid-write leaves its temp behind, the next
+    process that writes there clears it (a live writer's temp is left alone)."""
+    if directory in _swept:
+        return
+    _swept.add(directory)
+    for p in directory.glob(".*.tmp"):
+        parts = p.name[: -len(".tmp")].rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
+            p.unlink(missing_ok=True)
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

@@ -25,11 +25,8 @@ def _holder(fd: int) -> str:
     return os.read(fd, 4096).decode(errors="replace").strip() or "unknown process"
 
 
-def _pid_alive(text: str) -> bool:
-    try:
-        pid = int(text.split()[1])
-    except (IndexError, ValueError):
-        return False
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -58,7 +55,8 @@ def directory_lock(directory: Path, command: str, wait: bool = False) -> Iterato
                 "wait for it to finish or choose another directory"
             ) from None
         previous = _holder(fd)
-        if previous.startswith("pid ") and not _pid_alive(previous):
+        pid = previous.split()[1] if previous.startswith("pid ") else ""
+        if pid.isdigit() and not pid_alive(int(pid)):
             print(
                 f"note: {directory}: stale lock of a stopped process ({previous})", file=sys.stderr
             )

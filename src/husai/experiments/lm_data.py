@@ -101,15 +101,23 @@ def _contexts(lm: LMDataConfig, tokenizer: Any) -> tuple[Any, Any]:
 
 
 def _link_tree(src: Path, dst: Path) -> None:
-    """dst ← a copy of directory src (hard links where possible), made atomically."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    """dst ← a copy of directory src (hard links where possible), made atomically; dot
+    files (the cache entry's lock, a killed writer's temp files) are left out. The temp
+    directory's name is fixed (the run directory has one writer), so a rerun after a kill
+    removes the half-made one."""
+    from husai import faults
+
+    tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in sorted(src.iterdir()):
+        if f.name.startswith("."):
+            continue
         try:
             os.link(f, tmp / f.name)
         except OSError:
             shutil.copy2(f, tmp / f.name)
+        faults.copied(tmp / f.name)
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 

@@ -68,9 +68,21 @@ def toy_model_stage(cfg: RunConfig, run_dir: Path, cache_dir: Path, progress: bo
         shutil.rmtree(target)
     tmp = run_dir / ".toy_model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(cached, tmp)
+    shutil.copytree(cached, tmp, ignore=_dot_files, copy_function=_copy)
     os.replace(tmp, target)
     return target
+
+
+def _dot_files(_dir: str, names: list[str]) -> list[str]:
+    """What a copy of a cache entry leaves out: its lock file and any writer's temp files."""
+    return [n for n in names if n.startswith(".")]
+
+
+def _copy(src: str, dst: str) -> None:
+    from husai import faults
+
+    shutil.copy2(src, dst)
+    faults.copied(Path(dst))
 
 
 @dataclass
