@@ -1,9 +1,10 @@
 """Detecting corrupted artifacts: self-checked JSON records, file hashes, one-line notes.
 
 A record is *sealed* by adding the sha256 of its canonical JSON (without the seal) under
-one key; a truncated record no longer parses and a bit-flipped one that still parses no
-longer matches its seal. Derived files (caches, job outputs) that fail a check are
-recomputed after one `note:` line on stderr; inputs and reports are refused (HusaiError).
+one key; a truncated record no longer parses, a bit-flipped one that still parses no
+longer matches its seal, and one that parses to the same record is no longer canonical.
+Derived files (caches, job outputs) that fail a check are recomputed after one `note:`
+line on stderr; inputs and reports are refused (HusaiError).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from husai.io import dumps_json, sha256_file
+from husai.io import dumps_json, read_json, sha256_file
 
 SEAL = "record_sha256"
 
@@ -35,6 +36,17 @@ def seal_ok(record: Any, key: str = SEAL) -> bool | None:
     if key not in record:
         return None
     return record[key] == _digest(record, key)
+
+
+def read_sealed(path: Path, key: str = SEAL) -> tuple[Any, bool | None]:
+    """(record, seal_ok) of a sealed JSON file; a file that is not its record's canonical
+    JSON (e.g. a flipped last digit of a float that parses to the same number) fails too.
+    A file that does not parse is a HusaiError naming it."""
+    record = read_json(path)
+    ok = seal_ok(record, key)
+    if ok is not None and dumps_json(record) != Path(path).read_text():
+        ok = False
+    return record, ok
 
 
 def file_hashes(root: Path, files: list[str]) -> dict[str, str]:

@@ -66,6 +66,8 @@ def read_json(path: Path) -> Any:
         raise HusaiError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise HusaiError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise HusaiError(f"{path}: invalid JSON (not UTF-8 text)") from None
 
 
 def save_tensors(

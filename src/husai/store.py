@@ -45,8 +45,8 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from husai.errors import HusaiError
-from husai.integrity import note, seal, seal_ok
-from husai.io import dumps_json, read_json, sha256_file, write_bytes, write_json
+from husai.integrity import note, read_sealed, seal
+from husai.io import dumps_json, sha256_file, write_bytes, write_json
 
 FORMAT = "husai-activation-store"
 VERSION = 1
@@ -237,8 +237,8 @@ class StoreWriter:
                 raise HusaiError(f"{self.path}: not empty and not an activation store")
             return {}
         try:
-            old = read_json(index_path)
-            if seal_ok(old) is False:
+            old, sealed = read_sealed(index_path)
+            if sealed is False:
                 raise HusaiError(f"{index_path}: does not match its checksum")
         except HusaiError as e:
             if not self._looks_like_store(index_path):
@@ -350,7 +350,7 @@ class ActivationStore:
         if not index_path.is_file():
             what = "no such directory" if not self.path.exists() else f"no {INDEX}"
             raise HusaiError(f"{self.path}: not an activation store ({what})")
-        index = read_json(index_path)
+        index, sealed = read_sealed(index_path)
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise HusaiError(f"{index_path}: not an activation store index")
         if index.get("version") != VERSION:
@@ -368,7 +368,7 @@ class ActivationStore:
             raise HusaiError(f"{index_path}: unknown dtype {index.get('dtype')!r}")
         if content_hash(index) != index.get("content_hash"):
             raise HusaiError(f"{index_path}: content hash does not match its fields (edited?)")
-        if seal_ok(index) is False:
+        if sealed is False:
             raise HusaiError(f"{index_path}: does not match its checksum (corrupted?)")
         self.index = index
 

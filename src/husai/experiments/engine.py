@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from husai.errors import HusaiError
-from husai.integrity import file_hashes, first_mismatch, note, seal, seal_ok
-from husai.io import config_hash, read_json, write_json
+from husai.integrity import file_hashes, first_mismatch, note, read_sealed, seal, seal_ok
+from husai.io import config_hash, write_json
 
 JOB_FILE = "job.json"
 Progress = Callable[[str, int, int], None]
@@ -69,10 +69,9 @@ def done_result(job: Job) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        record = read_json(path)
+        record, ok = read_sealed(path)
     except HusaiError as e:
         return _redo(job, None, f"{e}; rerunning the job")
-    ok = seal_ok(record)
     if ok is False or not isinstance(record.get("artifacts"), dict):
         why = "written by an older husai" if ok is None else "does not match its checksum"
         return _redo(job, record, f"{path}: {why}; rerunning the job")

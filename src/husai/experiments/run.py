@@ -33,8 +33,8 @@ from husai.experiments.aggregate import aggregate
 from husai.experiments.engine import Job, Progress, Summary, check_executor, run_jobs
 from husai.experiments.lm_job import LM_JOB_VERSION
 from husai.experiments.sae_job import SAE_JOB_VERSION
-from husai.integrity import note, seal, seal_ok
-from husai.io import config_hash, provenance, read_json, sha256_file, tensor_hash, write_json
+from husai.integrity import note, read_sealed, seal
+from husai.io import config_hash, provenance, sha256_file, tensor_hash, write_json
 from husai.runtime import deterministic
 
 
@@ -411,8 +411,8 @@ def require_new_or_same(run_dir: Path, cfg: RunConfig) -> None:
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """A run's manifest.json; one that does not parse or match its seal is a HusaiError."""
-    manifest = read_json(path)
-    if seal_ok(manifest) is False:
+    manifest, sealed = read_sealed(path)
+    if sealed is False:
         raise HusaiError(
             f"{path}: does not match its checksum (corrupted?); delete it to rerun this "
             "directory, or choose another --out"

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from husai.errors import HusaiError
-from husai.integrity import seal_ok
+from husai.integrity import read_sealed
 from husai.io import read_json, sha256_file, write_text
 from husai.report import figures
 from husai.report.format import level
@@ -27,16 +27,18 @@ def in_config_order(metrics: dict[str, Any]) -> dict[str, Any]:
     return {**metrics, "datasets": datasets}
 
 
-def _check_intact(run_dir: Path, manifest_path: Path, manifest: Any) -> None:
+def _check_intact(run_dir: Path, manifest_path: Path) -> Any:
     """manifest.json matches its seal and metrics.json the sha256 it records (once the run
     has recorded it): a corrupt one is refused, never rendered."""
-    if seal_ok(manifest) is False:
+    manifest, sealed = read_sealed(manifest_path)
+    if sealed is False:
         raise HusaiError(f"{manifest_path}: does not match its checksum (corrupted?)")
     digest = manifest.get("artifacts", {}).get("metrics.json")
     if digest is not None and sha256_file(run_dir / "metrics.json") != digest:
         raise HusaiError(
             f"{run_dir / 'metrics.json'}: sha256 does not match {manifest_path} (corrupted?)"
         )
+    return manifest
 
 
 def render(run_dir: Path) -> Path:
@@ -45,9 +47,7 @@ def render(run_dir: Path) -> Path:
     if not (run_dir / "metrics.json").is_file():
         raise HusaiError(f"{run_dir}: no metrics.json (not a husai run directory?)")
     manifest_path = run_dir / "manifest.json"
-    manifest = read_json(manifest_path) if manifest_path.is_file() else None
-    if manifest is not None:
-        _check_intact(run_dir, manifest_path, manifest)
+    manifest = _check_intact(run_dir, manifest_path) if manifest_path.is_file() else None
     metrics = in_config_order(read_json(run_dir / "metrics.json"))
     fig_dir = run_dir / "figures"
     seeds, ci = metrics["seeds"], level(metrics["metrics_config"]["ci_level"])

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from husai.config import ToyConfig
 from husai.errors import HusaiError
-from husai.integrity import seal, seal_ok
-from husai.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from husai.integrity import read_sealed, seal
+from husai.io import load_tensors, save_tensors, sha256_file, write_json
 from husai.toy.data import make_dataset, split_indices
 from husai.toy.fourier import embedding_frequency_norms, fourier_summary, key_frequencies
 from husai.toy.model import ToyTransformer
@@ -142,7 +142,7 @@ def load_checkpoint(directory: Path) -> tuple[ToyTransformer, ToyConfig, dict[st
     a config.json that fails its seal or weights that fail its sha256 are a HusaiError."""
     directory = Path(directory)
     cfg_path, weights_path = directory / CONFIG_FILE, directory / MODEL_FILE
-    meta = read_json(cfg_path)
+    meta, sealed = read_sealed(cfg_path)
     if not isinstance(meta, dict) or "config" not in meta:
         raise HusaiError(f"{cfg_path}: not a toy checkpoint config (no 'config' key)")
     try:
@@ -151,7 +151,7 @@ def load_checkpoint(directory: Path) -> tuple[ToyTransformer, ToyConfig, dict[st
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         raise HusaiError(f"{cfg_path}: invalid config at {loc}: {err['msg']}") from None
-    if seal_ok(meta) is False:
+    if sealed is False:
         raise HusaiError(f"{cfg_path}: does not match its checksum (corrupted?)")
     tensors, _ = load_tensors(weights_path)
     expected = meta.get("model_sha256")

@@ -133,7 +133,9 @@ def _check_sealed(raw: dict[str, Any], cfg_file: Path, weights_file: Path) -> No
     own = raw.get("husai")
     if not isinstance(own, dict):
         return
-    if "cfg_sha256" in own and own["cfg_sha256"] != _cfg_digest(raw):
+    if "cfg_sha256" in own and (
+        own["cfg_sha256"] != _cfg_digest(raw) or dumps_json(raw) != cfg_file.read_text()
+    ):
         raise HusaiError(f"{cfg_file}: does not match its checksum (corrupted?)")
     digest = own.get("weights_sha256")
     if digest is not None and weights_file.is_file() and sha256_file(weights_file) != digest:
