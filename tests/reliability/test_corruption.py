@@ -138,9 +138,7 @@ def test_corrupt_derived_file_is_recomputed_with_a_note(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_corrupt_rewritten_files_are_replaced(
-    base: Path, tmp_path: Path, rerun, mode: str
-) -> None:
+def test_corrupt_rewritten_files_are_replaced(base: Path, tmp_path: Path, rerun, mode: str) -> None:
     root = _copy(base, tmp_path)
     for rel in REWRITTEN:
         corrupt(root / "run" / rel, mode)
