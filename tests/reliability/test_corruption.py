@@ -190,6 +190,20 @@ def test_corrupt_sae_is_refused_on_load(base: Path, tmp_path: Path, name: str, m
     assert name in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_corrupt_activation_file_is_refused_on_load(base: Path, tmp_path: Path, mode: str) -> None:
+    """An activation file as a user input (`source: file`, `husai train-sae`)."""
+    from husai.activations import load_activations
+
+    path = tmp_path / "acts.safetensors"
+    shutil.copy(base / "run" / "data" / "toy" / "activations.safetensors", path)
+    load_activations(path)  # intact: reads
+    corrupt(path, mode)
+    with pytest.raises(HusaiError) as e:
+        load_activations(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
 # ---- activation stores (the LM data sets' cache and run-directory links) ----------------
 
 
