@@ -266,3 +266,50 @@ def test_corrupt_run_store_link_is_linked_again(
     assert len(notes) == 1 and notes[0].startswith("note: ") and str(target) in notes[0], notes
     assert (target / name).samefile(cached / name)
     store.verify()
+
+
+# ---- the converted packaged LM (<cache>/models/) ----------------------------------------
+
+
+@pytest.fixture
+def fake_packaged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
+    """packaged_model_dir with a stand-in GGUF file and a conversion that writes a tiny
+    checkpoint; returns the list of conversions made."""
+    import types
+
+    from husai.io import save_tensors, write_json
+    from husai.lm import packaged as packaged_mod
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
+    made: list[Path] = []
+
+    def convert(_gguf: Path, out: Path) -> None:
+        made.append(out)
+        save_tensors(out / "model.safetensors", {"w": torch.arange(64.0)}, {"format": "pt"})
+        write_json(out / "config.json", {"model_type": "llama", "hidden_size": 8})
+
+    monkeypatch.setattr(packaged_mod, "packaged_file", lambda name: gguf)
+    monkeypatch.setattr(packaged_mod, "metadata", types.SimpleNamespace(version=lambda d: "0"))
+    monkeypatch.setattr(packaged_mod, "_convert", convert)
+    return made
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "husai_files.json"])
+def test_corrupt_converted_model_is_converted_again(
+    fake_packaged: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture, name: str, mode: str
+) -> None:
+    from husai.lm import packaged_model_dir
+
+    cache = tmp_path / "models"
+    out = packaged_model_dir("smollm2", cache)
+    originals = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert packaged_model_dir("smollm2", cache) == out and len(fake_packaged) == 1  # reused
+    corrupt(out / name, mode)
+    capsys.readouterr()
+    assert packaged_model_dir("smollm2", cache) == out
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 1 and notes[0].startswith("note: ") and name in notes[0], notes
+    assert len(fake_packaged) == 2
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == originals
