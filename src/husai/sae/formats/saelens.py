@@ -138,7 +138,7 @@ def _check_sealed(raw: dict[str, Any], cfg_file: Path, weights_file: Path) -> No
     ):
         raise HusaiError(f"{cfg_file}: does not match its checksum (corrupted?)")
     digest = own.get("weights_sha256")
-    if digest is not None and weights_file.is_file() and sha256_file(weights_file) != digest:
+    if digest is not None and sha256_file(weights_file) != digest:
         raise HusaiError(f"{weights_file}: sha256 does not match {cfg_file} (corrupted?)")
 
 
@@ -193,7 +193,6 @@ def load(path: Path) -> SAE:
     raw = read_json(cfg_file)
     if not isinstance(raw, dict):
         raise HusaiError(f"{cfg_file}: expected a JSON object")
-    _check_sealed(raw, cfg_file, weights_file)
     tensors, _ = load_tensors(weights_file)
     own = raw.get("husai")
     saelens_arch, transcoder = _architecture(raw, cfg_file)
@@ -229,4 +228,5 @@ def load(path: Path) -> SAE:
         value = raw.get(key, meta.get(key))
         setattr(sae, key, str(value) if value is not None else None)
     sae.lm_metadata = lm
+    _check_sealed(raw, cfg_file, weights_file)  # last: the specific errors above come first
     return sae
