@@ -3,7 +3,7 @@ caches) are recomputed after one `note:` line naming the file, and the rerun's m
 is byte-identical to the original; what husai cannot recompute (a run's manifest.json, the
 metrics.json `husai report` renders) is refused with one line naming it (exit 2).
 
-One shared tiny run (session fixture); each case corrupts a copy of it."""
+One shared tiny run (module fixture); each case corrupts a copy of it."""
 
 from __future__ import annotations
 
@@ -51,8 +51,18 @@ def corrupt(path: Path, mode: str) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture(scope="session")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for this module's tiny models (on a busy machine, thread hand-offs
+    cost more than the arithmetic); restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
     """tmp/{small.yaml, run/, cache/}: one finished run."""
     root = tmp_path_factory.mktemp("corrupt_base")
     (root / "small.yaml").write_text(yaml.safe_dump(SMALL))
