@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from husai.errors import HusaiError
+from husai.integrity import seal
 from husai.io import read_json, write_json
 from husai.store import (
     INDEX,
@@ -124,7 +125,7 @@ def _damage(path: Path, what: str) -> None:
         index = read_json(path / INDEX)
         index["shards"][1]["sha256"] = hashlib.sha256(data).hexdigest()
         index["content_hash"] = st.content_hash(index)
-        write_json(path / INDEX, index)
+        write_json(path / INDEX, seal(index))  # a consistent index, only the shard is bad
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Activation files: one safetensors file, tensor `activations` [n, d] float32 + metadata.
 
 Metadata (all strings, as safetensors requires): source, hook, position, split, model_hash
-(sha256 of the toy model's weights file), n, d, dtype.
+(sha256 of the toy model's weights file), n, d, dtype, and husai.io's seal (`husai_sha256`,
+checked on every read: a flipped bit that safetensors still parses is refused).
 
 A transcoder's training data is a pair read at two hooks of the same tokens (same rows):
 `extract_toy_pair` and `save_activation_pair` / `load_activation_pair`, which add tensor
@@ -27,7 +28,7 @@ TARGETS_KEY = "targets"
 def save_activations(path: Path, acts: Tensor, metadata: dict[str, str]) -> Path:
     acts = acts.detach().float().contiguous()
     meta = {**metadata, "n": str(acts.shape[0]), "d": str(acts.shape[-1]), "dtype": "float32"}
-    return save_tensors(Path(path), {KEY: acts}, metadata=meta)
+    return save_tensors(Path(path), {KEY: acts}, metadata=meta, seal=True)
 
 
 def save_activation_pair(
@@ -47,7 +48,7 @@ def save_activation_pair(
         "d_out": str(targets.shape[1]),
         "dtype": "float32",
     }
-    return save_tensors(Path(path), {KEY: acts, TARGETS_KEY: targets}, metadata=meta)
+    return save_tensors(Path(path), {KEY: acts, TARGETS_KEY: targets}, metadata=meta, seal=True)
 
 
 def _matrix(tensors: dict[str, Tensor], key: str, path: Path) -> Tensor:

@@ -96,20 +96,43 @@ def read_json(path: Path) -> Any:
         raise HusaiError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise HusaiError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise HusaiError(f"{path}: invalid JSON (not UTF-8 text)") from None
+
+
+TENSORS_SEAL = "husai_sha256"  # metadata key: sha256 of the other metadata + tensor hashes
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    body = {
+        "metadata": {k: v for k, v in metadata.items() if k != TENSORS_SEAL},
+        "tensors": {k: tensor_hash(t) for k, t in tensors.items()},
+    }
+    return hashlib.sha256(dumps_json(body).encode()).hexdigest()
 
 
 def save_tensors(
-    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str] | None = None,
+    *,
+    seal: bool = False,
 ) -> Path:
-    """Save tensors as safetensors, atomically."""
+    """Save tensors as safetensors, atomically. `seal`: add metadata `husai_sha256` (a hash
+    of the other metadata and every tensor), which `load_tensors` checks: a flipped bit in
+    the tensor bytes or a metadata value, which safetensors still parses, is then refused."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = None if metadata is None else {k: v for k, v in metadata.items() if k != TENSORS_SEAL}
+    if seal:
+        meta = {**(meta or {}), TENSORS_SEAL: _tensors_digest(tensors, meta or {})}
     # serialised here and written by Python: an I/O fault (disk full) is then an OSError,
     # not a SafetensorError from inside the Rust writer
-    return write_bytes(path, save(tensors, metadata=metadata))
+    return write_bytes(path, save(tensors, metadata=meta))
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Load a safetensors file; a missing or corrupt file is a HusaiError naming it."""
+    """Load a safetensors file; a missing or corrupt file (or a sealed one that fails its
+    seal) is a HusaiError naming it. The metadata comes back without the seal."""
     path = Path(path)
     if not path.is_file():
         raise HusaiError(f"{path}: file not found")
@@ -121,6 +144,9 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise HusaiError(f"{path}: not a valid safetensors file ({e})") from None
+    digest = meta.pop(TENSORS_SEAL, None)
+    if digest is not None and digest != _tensors_digest(tensors, meta):
+        raise HusaiError(f"{path}: does not match its recorded sha256 (corrupted?)")
     return tensors, meta
 
 

@@ -45,7 +45,8 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from husai.errors import HusaiError
-from husai.io import dumps_json, read_json, sha256_file, write_bytes, write_json
+from husai.integrity import note, read_sealed, seal
+from husai.io import dumps_json, sha256_file, write_bytes, write_json
 
 FORMAT = "husai-activation-store"
 VERSION = 1
@@ -235,7 +236,15 @@ class StoreWriter:
             if self.path.exists() and any(not p.name.startswith(".") for p in self.path.iterdir()):
                 raise HusaiError(f"{self.path}: not empty and not an activation store")
             return {}
-        old = read_json(index_path)
+        try:
+            old, sealed = read_sealed(index_path)
+            if sealed is False:
+                raise HusaiError(f"{index_path}: does not match its checksum")
+        except HusaiError as e:
+            if not self._looks_like_store(index_path):
+                raise
+            note(f"{e}; recomputing the store's shards")
+            return {}
         if not isinstance(old, dict) or old.get("format") != FORMAT:
             raise HusaiError(f"{index_path}: not an activation store index")
         if _settings(old) != _settings(self.index):
@@ -249,7 +258,16 @@ class StoreWriter:
             f = self.path / entry["file"]
             if f.is_file() and sha256_file(f) == entry["sha256"]:
                 done[int(entry["index"])] = entry
+            elif f.is_file():
+                note(f"{f}: sha256 does not match the index; recomputing it")
         return done
+
+    def _looks_like_store(self, index_path: Path) -> bool:
+        """Whether a directory whose index is corrupt held a store (shards, or the format
+        name in what is left of the index): only then is it recomputed."""
+        return any(self.path.glob("shard_*.safetensors")) or FORMAT.encode() in (
+            index_path.read_bytes()
+        )
 
     def has(self, k: int) -> bool:
         """Whether shard k is already written (and matched its hash when resumed)."""
@@ -298,7 +316,7 @@ class StoreWriter:
 
     def _write_index(self) -> None:
         self.index["shards"] = [self._done[k] for k in sorted(self._done)]
-        write_json(self.path / INDEX, self.index)
+        write_json(self.path / INDEX, seal(self.index))
 
     def finish(self) -> ActivationStore:
         """Mark the store complete (every shard written): totals, normalisation, hash."""
@@ -318,7 +336,7 @@ class StoreWriter:
         )
         self.index["content_hash"] = content_hash(self.index)
         self.index["complete"] = True
-        write_json(self.path / INDEX, self.index)
+        write_json(self.path / INDEX, seal(self.index))
         return ActivationStore(self.path)
 
 
@@ -332,7 +350,7 @@ class ActivationStore:
         if not index_path.is_file():
             what = "no such directory" if not self.path.exists() else f"no {INDEX}"
             raise HusaiError(f"{self.path}: not an activation store ({what})")
-        index = read_json(index_path)
+        index, sealed = read_sealed(index_path)
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise HusaiError(f"{index_path}: not an activation store index")
         if index.get("version") != VERSION:
@@ -350,6 +368,8 @@ class ActivationStore:
             raise HusaiError(f"{index_path}: unknown dtype {index.get('dtype')!r}")
         if content_hash(index) != index.get("content_hash"):
             raise HusaiError(f"{index_path}: content hash does not match its fields (edited?)")
+        if sealed is False:
+            raise HusaiError(f"{index_path}: does not match its checksum (corrupted?)")
         self.index = index
 
     d = property(lambda self: int(self.index["d"]))

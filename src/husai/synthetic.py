@@ -282,7 +282,8 @@ def write_synthetic(cfg: SyntheticConfig, path: Path) -> Path:
         "d": str(x.shape[1]),
         "dtype": "float32",
     }
-    return save_tensors(Path(path), {ACTIVATIONS_KEY: x, FEATURES_KEY: F}, metadata=meta)
+    tensors = {ACTIVATIONS_KEY: x, FEATURES_KEY: F}
+    return save_tensors(Path(path), tensors, metadata=meta, seal=True)
 
 
 def load_ground_truth(path: Path) -> Tensor:

@@ -2,9 +2,12 @@
 skipped when already done, run by an executor (inline, process pool, Ray), results in job
 order.
 
-A job is done when `out_dir/job.json` holds its key, its result and the list of artifacts
-it wrote, and those artifacts still exist. job.json is written atomically after everything
-else, so a job killed half-way is simply run again.
+A job is done when `out_dir/job.json` holds its key, its result and the sha256 of every
+artifact it wrote, matches its own seal (sha256 of the rest of the record) and every artifact
+still matches its hash. job.json is written atomically after everything else, so a job
+killed half-way is simply run again; a job whose job.json or artifacts are corrupt (or whose
+job.json an older husai wrote) is run again after one `note:` line naming the file, its
+recorded artifacts removed first so that nothing corrupt is reused.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from husai.errors import HusaiError
-from husai.io import config_hash, read_json, write_json
+from husai.integrity import file_hashes, first_mismatch, note, read_sealed, seal, seal_ok
+from husai.io import config_hash, write_json
 
 JOB_FILE = "job.json"
 Progress = Callable[[str, int, int], None]
@@ -59,19 +63,47 @@ def job_function(kind: str) -> JobFunction:
 
 
 def done_result(job: Job) -> dict[str, Any] | None:
-    """The stored result if the job is done (same key, every artifact present), else None."""
+    """The stored result if the job is done (same key, record and every artifact intact),
+    else None; a corrupt record or artifact is noted and the job's artifacts removed."""
     path = job.out_dir / JOB_FILE
     if not path.is_file():
         return None
     try:
-        record = read_json(path)
-    except HusaiError:
-        return None
+        record, ok = read_sealed(path)
+    except HusaiError as e:
+        return _redo(job, None, f"{e}; rerunning the job")
+    if ok is False or not isinstance(record.get("artifacts"), dict):
+        why = "written by an older husai" if ok is None else "does not match its checksum"
+        return _redo(job, record, f"{path}: {why}; rerunning the job")
     if record.get("key") != job.key:
         return None
-    if not all((job.out_dir / rel).is_file() for rel in record.get("artifacts", [])):
-        return None
+    bad = first_mismatch(job.out_dir, record["artifacts"])
+    if bad is not None:
+        return _redo(job, record, f"{job.out_dir / bad}: missing or corrupt; rerunning the job")
     return record["result"]
+
+
+def _redo(job: Job, record: Any, message: str) -> None:
+    """Note why a job reruns; remove its job.json and (for a corrupt one) the artifacts it
+    recorded, so that the rerun trusts none of them (an older husai's are kept: intact)."""
+    note(message)
+    (job.out_dir / JOB_FILE).unlink(missing_ok=True)
+    if isinstance(record, dict) and seal_ok(record) is None:
+        return None
+    recorded = record.get("artifacts") if isinstance(record, dict) else None
+    files = recorded if isinstance(recorded, dict) else _artifacts(job.out_dir)
+    for rel in files:
+        (job.out_dir / rel).unlink(missing_ok=True)
+    return None
+
+
+def _artifacts(out_dir: Path) -> list[str]:
+    """Every file a job wrote in `out_dir` (not job.json, not hidden temp files)."""
+    return sorted(
+        str(p.relative_to(out_dir))
+        for p in out_dir.rglob("*")
+        if p.is_file() and p.name != JOB_FILE and not p.name.startswith(".")
+    )
 
 
 def execute(
@@ -91,13 +123,9 @@ def execute(
     t0 = time.perf_counter()
     with deterministic():
         result = fn(job, progress)
-    artifacts = sorted(
-        str(p.relative_to(out_dir))
-        for p in out_dir.rglob("*")
-        if p.is_file() and p.name != JOB_FILE and not p.name.startswith(".")
-    )
+    artifacts = file_hashes(out_dir, _artifacts(out_dir))
     record = {"key": job.key, "kind": job.kind, "spec": job.spec, "artifacts": artifacts}
-    write_json(out_dir / JOB_FILE, {**record, "result": result})
+    write_json(out_dir / JOB_FILE, seal({**record, "result": result}))
     return result, time.perf_counter() - t0
 
 

@@ -28,7 +28,8 @@ import torch
 
 from husai.config import DataConfig, LMDataConfig
 from husai.errors import HusaiError
-from husai.io import config_hash, save_tensors, tensor_hash
+from husai.integrity import note
+from husai.io import config_hash, save_tensors, sha256_file, tensor_hash
 from husai.store import ActivationStore, TokenPolicy
 
 EVAL_FILE = "eval_contexts.safetensors"
@@ -123,14 +124,33 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _run_store(cached: Path, target: Path) -> ActivationStore:
+    """The run directory's copy of a cached store (just checked shard by shard by the
+    writer), reused only if each of its files is the cache's (a hard link) or matches the
+    cache's sha256; else linked again, with a note if it was there but differed."""
     store = ActivationStore(cached)
     try:
-        if ActivationStore(target).content_hash == store.content_hash:
+        if ActivationStore(target).content_hash == store.content_hash and _same_files(
+            cached, target
+        ):
             return ActivationStore(target)
-    except HusaiError:
-        pass
+        note(f"{target}: differs from the cached store {cached}; linking it again")
+    except HusaiError as e:
+        if target.exists():
+            note(f"{e}; linking the cached store again")
     _link_tree(cached, target)
     return ActivationStore(target)
+
+
+def _same_files(cached: Path, target: Path) -> bool:
+    """Whether `target` holds exactly the cache's files (same inode, or same bytes)."""
+    names = sorted(f.name for f in cached.iterdir() if not f.name.startswith("."))
+    if sorted(f.name for f in target.iterdir() if not f.name.startswith(".")) != names:
+        return False
+    for name in names:
+        a, b = cached / name, target / name
+        if not (a.samefile(b) or sha256_file(a) == sha256_file(b)):
+            return False
+    return True
 
 
 def lm_stage(group: list[DataConfig], run_dir: Path, cache_dir: Path, device: str) -> list[LMSet]:

@@ -33,7 +33,8 @@ from husai.experiments.aggregate import aggregate
 from husai.experiments.engine import Job, Progress, Summary, check_executor, run_jobs
 from husai.experiments.lm_job import LM_JOB_VERSION
 from husai.experiments.sae_job import SAE_JOB_VERSION
-from husai.io import config_hash, provenance, read_json, sha256_file, tensor_hash, write_json
+from husai.integrity import note, read_sealed, seal
+from husai.io import config_hash, provenance, sha256_file, tensor_hash, write_json
 from husai.runtime import deterministic
 
 
@@ -60,9 +61,18 @@ def toy_model_stage(cfg: RunConfig, run_dir: Path, cache_dir: Path, progress: bo
     key = config_hash(cfg.toy.model_dump(mode="json"))
     cached = cache_dir / "toy" / key
     with directory_lock(cached, "run (toy-model cache)", wait=True):  # one trainer per entry
+        if (cached / "config.json").is_file():
+            try:  # validates the cached copy (seal, weights sha256, config) before use
+                if load_checkpoint(cached)[1] != cfg.toy:
+                    raise HusaiError(f"{cached / 'config.json'}: holds another toy config")
+            except HusaiError as e:
+                note(f"{e}; retraining the cached toy model")
+                for f in cached.iterdir():
+                    if f.is_file() and not f.name.startswith("."):
+                        f.unlink()
         if not (cached / "config.json").is_file():
             train_checkpoint(cfg.toy, cached, progress)
-    load_checkpoint(cached)  # validates the cached copy before use
+    load_checkpoint(cached)
     target = run_dir / "toy_model"
     if target.exists():
         shutil.rmtree(target)
@@ -317,14 +327,14 @@ def _run(
     extraction = {d.name: d.lm.extraction for d in datasets if d.lm is not None}
     if extraction:
         manifest["lm_extraction"] = extraction
-    write_json(run_dir / "manifest.json", manifest)  # the report reads provenance from it
+    write_json(run_dir / "manifest.json", seal(manifest))  # the report reads provenance from it
     with timer.stage("report"):
         from husai.report import render
 
         render(run_dir)
     manifest["timings_seconds"].append({"stage": "report", "seconds": timer.seconds["report"]})
     manifest["artifacts"] = artifact_hashes(run_dir)
-    write_json(run_dir / "manifest.json", manifest)
+    write_json(run_dir / "manifest.json", seal(manifest))
     return metrics
 
 
@@ -400,11 +410,23 @@ def artifact_hashes(run_dir: Path) -> dict[str, str]:
 
 
 def require_new_or_same(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to mix a different config into an existing run directory."""
+    """Refuse to mix a different config into an existing run directory (or to guess
+    which config a corrupt manifest.json held)."""
     manifest = Path(run_dir) / "manifest.json"
     if manifest.is_file():
-        old = read_json(manifest).get("config_hash")
+        old = read_manifest(manifest).get("config_hash")
         if old and old != config_hash(cfg.model_dump(mode="json")):
             raise HusaiError(
                 f"{run_dir}: holds a run with another config (hash {old}); choose another --out"
             )
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A run's manifest.json; one that does not parse or match its seal is a HusaiError."""
+    manifest, sealed = read_sealed(path)
+    if sealed is False:
+        raise HusaiError(
+            f"{path}: does not match its checksum (corrupted?); delete it to rerun this "
+            "directory, or choose another --out"
+        )
+    return manifest

@@ -34,6 +34,7 @@ from husai.experiments.evaluate import (
     structure_block,
     toy_truths,
 )
+from husai.integrity import note
 from husai.io import config_hash, read_json, sha256_file, tensor_hash, write_json
 from husai.metrics import bootstrap_ci
 from husai.sae import load as load_sae
@@ -85,9 +86,9 @@ def train_or_load(
         key_src["lm_metadata"] = lm_metadata
     key = config_hash(key_src if tc is None else {**key_src, "targets": tc["targets"]})
     dirs = [seed_dir(out_dir, s) for s in seeds]
-    if all((d / CFG_FILE).is_file() for d in dirs):
-        if all(read_json(d / CFG_FILE)["husai"].get("job_hash") == key for d in dirs):
-            return _stack([load_sae(d) for d in dirs]), False
+    reused = _reuse(dirs, key)
+    if reused is not None:
+        return reused, False
     points: list[dict[str, Any]] = []
     every = sae_cfg.trajectory_every_epochs
 
@@ -117,6 +118,20 @@ def train_or_load(
 
 
 TRAJECTORY_FILE = "trajectory.json"
+
+
+def _reuse(dirs: list[Path], key: str) -> SAE | None:
+    """The seeds saved for this key (None if any is missing, for another key, or corrupt:
+    noted, then retrained)."""
+    if not all((d / CFG_FILE).is_file() for d in dirs):
+        return None
+    try:
+        if not all(read_json(d / CFG_FILE)["husai"].get("job_hash") == key for d in dirs):
+            return None
+        return _stack([load_sae(d) for d in dirs])
+    except (HusaiError, KeyError, TypeError, AttributeError) as e:
+        note(f"{e}; retraining the seeds")
+        return None
 
 
 def trajectory_point(epoch: int, sae: SAE) -> dict[str, Any]:

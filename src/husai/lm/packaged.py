@@ -4,7 +4,9 @@ dependencies build llama-cpp-python, and its `__init__` imports it, so husai onl
 the package's files and never imports it).
 
 The GGUF file is dequantised once (`gguf` package, ~15–30 s) and cached as a safetensors
-checkpoint with its tokenizer, which `load_model` then reads in about a second.
+checkpoint with its tokenizer, which `load_model` then reads in about a second. The cached
+directory holds `husai_files.json` (sealed: every file's sha256), checked on every use; a
+cache entry that fails it (or has none) is noted and converted again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 
 from husai.errors import HusaiError
+from husai.integrity import file_hashes, first_mismatch, note, read_sealed, seal
+from husai.io import write_json
 from husai.lm.load import _transformers
 
 
@@ -70,11 +74,17 @@ def packaged_model_dir(name: str, cache_dir: Path | None = None) -> Path:
     version = metadata.version(p.dist)
     out = Path(cache_dir or default_cache_dir()) / f"{name}-{version}-{gguf.stat().st_size}"
     if (out / "config.json").is_file():
-        return out
+        damage = _damage(out)
+        if damage is None:
+            return out
+        note(f"{damage}; converting the packaged model again")
+        shutil.rmtree(out, ignore_errors=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _convert(gguf, tmp)
+        files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+        write_json(tmp / FILES, seal({"files": file_hashes(tmp, files)}))
         tmp.rename(out)
     except OSError:
         if not (out / "config.json").is_file():
@@ -82,6 +92,24 @@ def packaged_model_dir(name: str, cache_dir: Path | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+FILES = "husai_files.json"
+
+
+def _damage(out: Path) -> str | None:
+    """Why a cached conversion cannot be trusted (None: every file matches its sha256)."""
+    index = out / FILES
+    if not index.is_file():
+        return f"{out}: no {FILES} (converted by an older husai)"
+    try:
+        record, ok = read_sealed(index)
+    except HusaiError as e:
+        return str(e)
+    if not ok or not isinstance(record.get("files"), dict):
+        return f"{index}: does not match its checksum"
+    bad = first_mismatch(out, record["files"])
+    return None if bad is None else f"{out / bad}: missing or corrupt"
 
 
 def _convert(gguf: Path, out: Path) -> None:

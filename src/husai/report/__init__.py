@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from husai.errors import HusaiError
-from husai.io import read_json, write_text
+from husai.integrity import read_sealed
+from husai.io import read_json, sha256_file, write_text
 from husai.report import figures
 from husai.report.format import level
 from husai.report.markdown import render_markdown
@@ -26,14 +27,28 @@ def in_config_order(metrics: dict[str, Any]) -> dict[str, Any]:
     return {**metrics, "datasets": datasets}
 
 
+def _check_intact(run_dir: Path, manifest_path: Path) -> Any:
+    """manifest.json matches its seal and metrics.json the sha256 it records (once the run
+    has recorded it): a corrupt one is refused, never rendered."""
+    manifest, sealed = read_sealed(manifest_path)
+    if sealed is False:
+        raise HusaiError(f"{manifest_path}: does not match its checksum (corrupted?)")
+    digest = manifest.get("artifacts", {}).get("metrics.json")
+    if digest is not None and sha256_file(run_dir / "metrics.json") != digest:
+        raise HusaiError(
+            f"{run_dir / 'metrics.json'}: sha256 does not match {manifest_path} (corrupted?)"
+        )
+    return manifest
+
+
 def render(run_dir: Path) -> Path:
     """(Re)draw every figure and report.md of a run directory; returns report.md's path."""
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file():
         raise HusaiError(f"{run_dir}: no metrics.json (not a husai run directory?)")
-    metrics = in_config_order(read_json(run_dir / "metrics.json"))
     manifest_path = run_dir / "manifest.json"
-    manifest = read_json(manifest_path) if manifest_path.is_file() else None
+    manifest = _check_intact(run_dir, manifest_path) if manifest_path.is_file() else None
+    metrics = in_config_order(read_json(run_dir / "metrics.json"))
     fig_dir = run_dir / "figures"
     seeds, ci = metrics["seeds"], level(metrics["metrics_config"]["ci_level"])
     for name, ds in metrics["datasets"].items():

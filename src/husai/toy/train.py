@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from husai.config import ToyConfig
 from husai.errors import HusaiError
-from husai.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from husai.integrity import read_sealed, seal
+from husai.io import load_tensors, save_tensors, sha256_file, write_json
 from husai.toy.data import make_dataset, split_indices
 from husai.toy.fourier import embedding_frequency_norms, fourier_summary, key_frequencies
 from husai.toy.model import ToyTransformer
@@ -116,14 +117,12 @@ def save_checkpoint(
     """Write `model.safetensors` and `config.json` (config, summary, weights sha256)."""
     directory = Path(directory)
     weights = save_tensors(directory / MODEL_FILE, model.state_dict(), {"format": "husai.toy"})
-    write_json(
-        directory / CONFIG_FILE,
-        {
-            "config": cfg.model_dump(mode="json"),
-            "summary": {k: v for k, v in summary.items() if k not in TIMING_KEYS},
-            "model_sha256": sha256_file(weights),
-        },
-    )
+    record = {
+        "config": cfg.model_dump(mode="json"),
+        "summary": {k: v for k, v in summary.items() if k not in TIMING_KEYS},
+        "model_sha256": sha256_file(weights),
+    }
+    write_json(directory / CONFIG_FILE, seal(record))
     return directory
 
 
@@ -139,10 +138,11 @@ def train_checkpoint(cfg: ToyConfig, directory: Path, progress: bool = False) ->
 
 
 def load_checkpoint(directory: Path) -> tuple[ToyTransformer, ToyConfig, dict[str, Any]]:
-    """Load a checkpoint written by `save_checkpoint` (safetensors only, never pickle)."""
+    """Load a checkpoint written by `save_checkpoint` (safetensors only, never pickle);
+    a config.json that fails its seal or weights that fail its sha256 are a HusaiError."""
     directory = Path(directory)
     cfg_path, weights_path = directory / CONFIG_FILE, directory / MODEL_FILE
-    meta = read_json(cfg_path)
+    meta, sealed = read_sealed(cfg_path)
     if not isinstance(meta, dict) or "config" not in meta:
         raise HusaiError(f"{cfg_path}: not a toy checkpoint config (no 'config' key)")
     try:
@@ -151,6 +151,8 @@ def load_checkpoint(directory: Path) -> tuple[ToyTransformer, ToyConfig, dict[st
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         raise HusaiError(f"{cfg_path}: invalid config at {loc}: {err['msg']}") from None
+    if sealed is False:
+        raise HusaiError(f"{cfg_path}: does not match its checksum (corrupted?)")
     tensors, _ = load_tensors(weights_path)
     expected = meta.get("model_sha256")
     if expected is not None and sha256_file(weights_path) != expected:

@@ -26,6 +26,7 @@ top-level keys and read back into `sae.lm_metadata`.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from husai.errors import HusaiError
-from husai.io import load_tensors, read_json, save_tensors, write_json
+from husai.io import dumps_json, load_tensors, read_json, save_tensors, sha256_file, write_json
 from husai.sae.base import SAE
 from husai.sae.config import SAEConfig, format_error
 from husai.sae.formats.common import Spec, build, check_tensors, fold_centering
@@ -91,7 +92,9 @@ def save(
             f"lm_metadata hook_name {lm['hook_name']!r} differs from the SAE's "
             f"{hooks['hook_name']!r}"
         )
-    save_tensors(directory / WEIGHTS_FILE, sae.saelens_weights(), metadata={"format": "saelens"})
+    weights = save_tensors(
+        directory / WEIGHTS_FILE, sae.saelens_weights(), metadata={"format": "saelens"}
+    )
     arch = sae.saelens_architecture
     cfg = {
         "architecture": TRANSCODERS[arch] if sae.transcoder else arch,
@@ -110,10 +113,33 @@ def save(
             "seed": sae.seeds[0],
             "config": sae.cfg.model_dump(mode="json"),
             **(extra or {}),
+            "weights_sha256": sha256_file(weights),
         },
     }
+    cfg["husai"]["cfg_sha256"] = _cfg_digest(cfg)
     write_json(directory / CFG_FILE, cfg)
     return directory
+
+
+def _cfg_digest(cfg: dict[str, Any]) -> str:
+    """sha256 of a cfg.json's canonical JSON without husai's `cfg_sha256` (its seal)."""
+    own = {k: v for k, v in cfg["husai"].items() if k != "cfg_sha256"}
+    return hashlib.sha256(dumps_json({**cfg, "husai": own}).encode()).hexdigest()
+
+
+def _check_sealed(raw: dict[str, Any], cfg_file: Path, weights_file: Path) -> None:
+    """A husai-written SAE: cfg.json matches its seal and the weights their sha256 (a
+    third-party SAE has neither and is read as it is)."""
+    own = raw.get("husai")
+    if not isinstance(own, dict):
+        return
+    if "cfg_sha256" in own and (
+        own["cfg_sha256"] != _cfg_digest(raw) or dumps_json(raw) != cfg_file.read_text()
+    ):
+        raise HusaiError(f"{cfg_file}: does not match its checksum (corrupted?)")
+    digest = own.get("weights_sha256")
+    if digest is not None and sha256_file(weights_file) != digest:
+        raise HusaiError(f"{weights_file}: sha256 does not match {cfg_file} (corrupted?)")
 
 
 def _architecture(cfg: dict[str, Any], file: Path) -> tuple[str, bool]:
@@ -202,4 +228,5 @@ def load(path: Path) -> SAE:
         value = raw.get(key, meta.get(key))
         setattr(sae, key, str(value) if value is not None else None)
     sae.lm_metadata = lm
+    _check_sealed(raw, cfg_file, weights_file)  # last: the specific errors above come first
     return sae
