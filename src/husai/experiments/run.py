@@ -28,12 +28,13 @@ from husai.activations import (
     save_activations,
 )
 from husai.config import DataConfig, RunConfig, SAEConfig
-from husai.errors import HusaiError
 from husai.experiments.aggregate import aggregate
-from husai.experiments.engine import Job, Progress, Summary, check_executor, run_jobs
+from husai.experiments.engine import Job, Progress, Summary, run_jobs
 from husai.experiments.lm_job import LM_JOB_VERSION
+from husai.experiments.plan import preflight, require_sweep
+from husai.experiments.plan import require_new_or_same as require_new_or_same
 from husai.experiments.sae_job import SAE_JOB_VERSION
-from husai.io import config_hash, provenance, read_json, sha256_file, tensor_hash, write_json
+from husai.io import config_hash, provenance, sha256_file, tensor_hash, write_json
 from husai.runtime import deterministic
 
 
@@ -239,8 +240,7 @@ def run(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
 
 def sweep(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
     """`run` for a config with a `sweep` block (HusaiError without one)."""
-    if cfg.sweep is None:
-        raise HusaiError("the config has no `sweep` block (use `husai run`)")
+    require_sweep(cfg)
     return run(cfg, run_dir, **kwargs)
 
 
@@ -256,8 +256,7 @@ def _run(
     address: str | None = None,
 ) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    check_executor(executor, workers, address)
-    require_new_or_same(run_dir, cfg)
+    preflight(cfg, run_dir, executor, workers, address)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     timer = Timer()
@@ -385,14 +384,3 @@ def artifact_hashes(run_dir: Path) -> dict[str, str]:
         if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")
     )
     return {str(p.relative_to(run_dir)): sha256_file(p) for p in files}
-
-
-def require_new_or_same(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to mix a different config into an existing run directory."""
-    manifest = Path(run_dir) / "manifest.json"
-    if manifest.is_file():
-        old = read_json(manifest).get("config_hash")
-        if old and old != config_hash(cfg.model_dump(mode="json")):
-            raise HusaiError(
-                f"{run_dir}: holds a run with another config (hash {old}); choose another --out"
-            )
