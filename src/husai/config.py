@@ -9,6 +9,7 @@ the architecture's own `params`, given flat) lives with the architectures in
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ def is_prime(n: int) -> bool:
 
 MAX_P = 4099  # p² pairs are trained on full-batch; also keeps the primality check instant
 MAX_CONFIG_VALUES = 100_000  # values in a config file, YAML aliases expanded
+MAX_CONFIG_BYTES = 2**20
+MAX_CONFIG_DEPTH = 64  # [ / { nesting
 MAX_SWEEP_POINTS = 10_000
 
 
@@ -532,10 +535,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise HusaiError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise HusaiError(f"{path}: config larger than {MAX_CONFIG_BYTES // 2**20} MiB")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise HusaiError(f"{path}: config is not UTF-8 text (byte {e.start})") from None
+    if _bracket_depth(text) > MAX_CONFIG_DEPTH:  # PyYAML's scanner is quadratic in it
+        raise HusaiError(f"{path}: cannot parse config (nested deeper than {MAX_CONFIG_DEPTH})")
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -552,6 +559,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
             f"{path}: config holds more than {MAX_CONFIG_VALUES} values (YAML aliases expanded)"
         )
     return data
+
+
+def _bracket_depth(text: str) -> int:
+    """The deepest nesting of [ and { (quotes ignored: an over-estimate at worst)."""
+    depth = deepest = 0
+    for m in re.finditer(r"[\[\]{}]", text):
+        depth = depth + 1 if m.group() in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _count_values(data: Any, limit: int) -> int:

@@ -40,7 +40,7 @@ def user_errors(f: F) -> F:
         try:
             return f(*args, **kwargs)
         except HusaiError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {one_line(str(e))}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo(INTERRUPTED, err=True)
@@ -48,7 +48,7 @@ def user_errors(f: F) -> F:
         except OSError as e:  # disk full, read-only or unwritable directory, I/O error
             if os.environ.get("HUSAI_TRACEBACK"):
                 raise
-            typer.echo(f"error: {os_error_line(e)}", err=True)
+            typer.echo(f"error: {one_line(os_error_line(e))}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -58,6 +58,12 @@ INTERRUPTED = (
     "interrupted: finished jobs and files are kept, nothing half-written is reused; "
     "rerun the same command to resume"
 )
+
+
+def one_line(msg: str) -> str:
+    """`msg` with unprintable characters escaped (a key like '\\r' in a config cannot break
+    the line)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in msg)
 
 
 def os_error_line(e: OSError) -> str:

@@ -39,6 +39,8 @@ def preflight(
 ) -> None:
     """Everything `run` refuses before doing any work (one-line HusaiError)."""
     check_executor(executor, workers, address)
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise HusaiError(f"{run_dir}: exists and is not a directory (choose another --out)")
     for d in cfg.data:
         if d.source == "file" and not Path(d.path or "").is_file():
             raise HusaiError(f"data {d.name}: activation file {d.path} not found")

@@ -234,6 +234,8 @@ def run(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
     of another config, or bad executor options, before doing any work."""
     from husai.lock import directory_lock
 
+    engine = {k: kwargs.get(k) for k in ("workers", "address")}
+    preflight(cfg, Path(run_dir), kwargs.get("executor", "inline"), **engine)  # before the lock
     with directory_lock(Path(run_dir), "run"), deterministic():
         return _run(cfg, run_dir, **kwargs)
 
@@ -256,7 +258,7 @@ def _run(
     address: str | None = None,
 ) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    preflight(cfg, run_dir, executor, workers, address)
+    preflight(cfg, run_dir, executor, workers, address)  # again, now under the lock
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     timer = Timer()
