@@ -36,7 +36,7 @@ from husai.errors import HusaiError
 from husai.io import load_tensors, read_json, save_tensors, write_json
 from husai.sae.base import SAE
 from husai.sae.config import SAEConfig, format_error
-from husai.sae.formats.common import Spec, build, check_tensors, fold_centering
+from husai.sae.formats.common import Spec, build, check_sizes, check_tensors, fold_centering
 from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
 from husai.sae.formats.lm import check_lm_metadata, read_lm_metadata
 from husai.sae.registry import REGISTRY
@@ -191,6 +191,10 @@ def load(path: Path) -> SAE:
     if transcoder:
         spec = {**spec, "W_dec": ("F", "O"), "b_dec": ("O",)}
     t = check_tensors(tensors, spec, weights_file)
+    d_sae, d_in = int(t["W_dec"].shape[0]), int(t["W_enc"].shape[0])
+    check_sizes(raw, {"d_in": d_in, "d_sae": d_sae}, cfg_file)
+    if cfg is not None:
+        check_sizes({"d_sae": cfg.d_sae}, {"d_sae": d_sae}, cfg_file)
     if transcoder and raw.get("d_out", t["b_dec"].shape[0]) != t["b_dec"].shape[0]:
         raise HusaiError(
             f"{cfg_file}: d_out {raw['d_out']} does not match b_dec {t['b_dec'].shape[0]}"
