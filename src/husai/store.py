@@ -348,7 +348,7 @@ class ActivationStore:
         _check_index(index, index_path)
         if [s["index"] for s in index["shards"]] != list(range(index["n_shards"])):
             raise HusaiError(f"{index_path}: shard list does not match n_shards")
-        if index.get("dtype") not in DTYPES:
+        if not isinstance(index.get("dtype"), str) or index["dtype"] not in DTYPES:
             raise HusaiError(f"{index_path}: unknown dtype {index.get('dtype')!r}")
         if content_hash(index) != index.get("content_hash"):
             raise HusaiError(f"{index_path}: content hash does not match its fields (edited?)")

@@ -114,3 +114,36 @@ def test_valid_bases_pass(bases: Bases, tmp_path: Path) -> None:
     assert check(["train-sae", str(bases.store), "--out", out + "2", *TRAIN], "", False) == 0
     assert check(["compare", str(bases.sae), str(bases.sparsify)], "", False) == 0
     assert check(["extract", str(bases.toy), "--out", str(tmp_path / "x.st")], "", False) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "edit"),
+    [
+        ("sae", lambda c: c["husai"].update(config=1.5)),  # was AttributeError
+        ("sae", lambda c: c.update(d_sae=17)),  # was ignored (16 latents)
+        ("sparsify", lambda c: c.update(k=8.5)),  # was read as k = 8
+        ("store", lambda c: c.update(dtype=["float32"])),  # was TypeError (unhashable)
+        ("store", lambda c: c["shards"][0].update(file="../acts.safetensors")),  # outside
+    ],
+)
+def test_regressions(bases: Bases, tmp_path: Path, kind: str, edit) -> None:  # noqa: ANN001
+    """Cases the fuzzers found (benchmarks/fuzz_long.py), kept as fixed examples."""
+    import json
+
+    from fuzz_files import TRAIN
+
+    from husai.store import content_hash
+
+    d = tmp_path / kind
+    shutil.copytree(getattr(bases, kind), d)
+    name = "index.json" if kind == "store" else "cfg.json"
+    cfg = json.loads((d / name).read_text())
+    edit(cfg)
+    if kind == "store":
+        cfg["content_hash"] = content_hash(cfg)
+    (d / name).write_text(json.dumps(cfg))
+    if kind == "store":
+        args = ["train-sae", str(d), "--out", str(tmp_path / "o"), *TRAIN]
+    else:
+        args = ["compare", str(d), str(bases.sae)]
+    check(args, str(d), must_fail=True)

@@ -206,6 +206,8 @@ class SAEConfig(BaseModel):
     def from_saved(cls, data: dict[str, Any]) -> SAEConfig:
         """A config as saved in a cfg.json: older husai versions saved every architecture's
         fields (defaults of the others included), which are dropped here."""
+        if not isinstance(data, dict):
+            return cls.model_validate(data)  # pydantic's type error
         name = data.get("architecture", DEFAULT_ARCHITECTURE)
         arch = REGISTRY.get(name) if isinstance(name, str) else None
         if arch is None:

@@ -191,15 +191,15 @@ def load(path: Path) -> SAE:
     if transcoder:
         spec = {**spec, "W_dec": ("F", "O"), "b_dec": ("O",)}
     t = check_tensors(tensors, spec, weights_file)
-    d_sae, d_in = int(t["W_dec"].shape[0]), int(t["W_enc"].shape[0])
-    check_sizes(raw, {"d_in": d_in, "d_sae": d_sae}, cfg_file)
-    if cfg is not None:
-        check_sizes({"d_sae": cfg.d_sae}, {"d_sae": d_sae}, cfg_file)
     if transcoder and raw.get("d_out", t["b_dec"].shape[0]) != t["b_dec"].shape[0]:
         raise HusaiError(
             f"{cfg_file}: d_out {raw['d_out']} does not match b_dec {t['b_dec'].shape[0]}"
         )
     w = _to_husai(arch, t, raw, transcoder)
+    d_sae, d_in = int(w["W_dec"].shape[0]), int(REGISTRY[arch].input_width(w))
+    check_sizes(raw, {"d_in": d_in, "d_sae": d_sae}, cfg_file)  # (routesae: all layers' width)
+    if cfg is not None:
+        check_sizes({"d_sae": cfg.d_sae}, {"d_sae": d_sae}, cfg_file)
     sae = build(arch, w, weights_file, seed=seed, cfg=cfg, transcoder=transcoder, **fields)
     meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
     for key in HOOK_KEYS:
