@@ -1,6 +1,6 @@
 """Config fuzzing through the CLI (`--dry-run`, in-process): every generated config exits 0
 or 2 with one `error:` line, never an uncaught exception, and never writes into --out.
-1,150 generated cases plus the fixed ones; deterministic (derandomize)."""
+1,250 generated cases plus the fixed ones; deterministic (derandomize)."""
 
 from __future__ import annotations
 

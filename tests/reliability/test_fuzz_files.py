@@ -69,7 +69,7 @@ def peak(bases: Bases):
 
 
 @settings(
-    max_examples=450,
+    max_examples=800,
     deadline=None,
     derandomize=True,
     database=None,
