@@ -56,8 +56,10 @@ def _matrix(tensors: dict[str, Tensor], key: str, path: Path) -> Tensor:
     if key not in tensors:
         raise HusaiError(f"{path}: no '{key}' tensor (found: {sorted(tensors)})")
     t = tensors[key]
-    if t.dim() != 2 or t.shape[0] == 0:
-        raise HusaiError(f"{path}: '{key}' must be [n, d] with n > 0, got {tuple(t.shape)}")
+    if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] == 0:
+        raise HusaiError(f"{path}: '{key}' must be [n, d] with n, d > 0, got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise HusaiError(f"{path}: '{key}' must be floating point, got {t.dtype}")
     bad = ~torch.isfinite(t).all(-1)
     if bad.any():
         raise HusaiError(f"{path}: {key} contain NaN/Inf ({int(bad.sum())} rows)")

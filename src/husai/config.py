@@ -9,6 +9,7 @@ the architecture's own `params`, given flat) lives with the architectures in
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,21 @@ def is_prime(n: int) -> bool:
     return n >= 2 and all(n % q for q in range(2, int(n**0.5) + 1))
 
 
+MAX_P = 4099  # p² pairs are trained on full-batch; also keeps the primality check instant
+MAX_CONFIG_VALUES = 100_000  # values in a config file, YAML aliases expanded
+MAX_CONFIG_BYTES = 2**20
+MAX_CONFIG_DEPTH = 64  # [ / { nesting
+MAX_SWEEP_POINTS = 10_000
+
+
+def check_name(kind: str, name: str) -> None:
+    """A data set or SAE label names a directory: non-empty, no '/', '\\', NUL, '.' or '..'."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(
+            f"{kind} {name!r} must be non-empty and not '.' or '..', with no '/', '\\' or NUL"
+        )
+
+
 def hook_names(n_layers: int) -> list[str]:
     """Named hook points of the toy transformer, in forward order."""
     names = ["embed"]
@@ -50,7 +66,9 @@ def hook_names(n_layers: int) -> list[str]:
 class ToyModelConfig(Strict):
     """The modular-arithmetic transformer (Nanda et al. style: no LayerNorm, ReLU MLP)."""
 
-    p: int = Field(113, ge=3, description="modulus; inputs are pairs (a, b) in Z_p")
+    p: int = Field(
+        113, ge=3, le=MAX_P, description=f"modulus; inputs are pairs (a, b) in Z_p (≤ {MAX_P})"
+    )
     op: Literal["add", "sub", "mul"] = Field("add", description="label = (a op b) mod p")
     n_layers: int = Field(1, ge=1, le=2, description="transformer blocks (1 or 2)")
     d_model: int = Field(128, gt=0, description="residual stream width")
@@ -248,8 +266,7 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name {self.name!r} must be non-empty and contain no '/'")
+        check_name("name", self.name)
         if self.source == "synthetic":
             from husai.synthetic import SyntheticConfig
 
@@ -307,11 +324,15 @@ class SweepConfig(Strict):
                     raise ValueError(f"{part}: unknown SAE field {f!r} (known: {', '.join(known)})")
         if not self.grid:
             raise ValueError("grid: needs at least one field")
+        n = 1
         for f, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid.{f}: needs at least one value")
             if f in self.base:
                 raise ValueError(f"{f!r} is in both base and grid")
+            n *= len(values)
+        if n > MAX_SWEEP_POINTS:
+            raise ValueError(f"grid: {n} points (at most {MAX_SWEEP_POINTS})")
         return self
 
     def points(self) -> list[tuple[str, dict[str, Any]]]:
@@ -420,8 +441,8 @@ class RunConfig(Strict):
             raise ValueError(f"SAE labels must be distinct (got {labels}); set `name`")
         if not self.saes:
             raise ValueError("saes: need at least one SAE configuration")
-        if any("/" in label for label in labels):
-            raise ValueError(f"SAE labels must not contain '/' (got {labels})")
+        for label in labels:
+            check_name("SAE label", label)
         for d in self.data:
             if d.sae_overrides and {"name", "architecture"} & set(d.sae_overrides):
                 raise ValueError(f"data {d.name}: sae_overrides cannot set name or architecture")
@@ -509,11 +530,19 @@ def parse_run_config(data: dict[str, Any]) -> RunConfig:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The mapping in a YAML or TOML file (one-line HusaiError otherwise)."""
+    """The mapping in a YAML or TOML file (one-line HusaiError otherwise). Bounded: YAML
+    aliases may not expand past MAX_CONFIG_VALUES values, nesting may not recurse out."""
     path = Path(path)
     if not path.is_file():
         raise HusaiError(f"{path}: config file not found")
-    text = path.read_text()
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise HusaiError(f"{path}: config larger than {MAX_CONFIG_BYTES // 2**20} MiB")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HusaiError(f"{path}: config is not UTF-8 text (byte {e.start})") from None
+    if _bracket_depth(text) > MAX_CONFIG_DEPTH:  # PyYAML's scanner is quadratic in it
+        raise HusaiError(f"{path}: cannot parse config (nested deeper than {MAX_CONFIG_DEPTH})")
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -521,9 +550,39 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(text) or {}
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
         raise HusaiError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise HusaiError(f"{path}: cannot parse config (nested too deeply)") from None
     if not isinstance(data, dict):
         raise HusaiError(f"{path}: config must be a mapping at top level")
+    if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise HusaiError(
+            f"{path}: config holds more than {MAX_CONFIG_VALUES} values (YAML aliases expanded)"
+        )
     return data
+
+
+def _bracket_depth(text: str) -> int:
+    """The deepest nesting of [ and { (quotes ignored: an over-estimate at worst)."""
+    depth = deepest = 0
+    for m in re.finditer(r"[\[\]{}]", text):
+        depth = depth + 1 if m.group() in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _count_values(data: Any, limit: int) -> int:
+    """Values in `data`, shared (aliased) ones counted each time; stops past `limit` (an
+    iterative walk: a billion-laughs file costs `limit` steps, deep nesting no recursion)."""
+    n, stack = 0, [data]
+    while stack and n <= limit:
+        x = stack.pop()
+        n += 1
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return n
 
 
 def load_run_config(path: Path | None) -> RunConfig:

@@ -96,8 +96,10 @@ def read_json(path: Path) -> Any:
         raise HusaiError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise HusaiError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
-    except UnicodeDecodeError:
-        raise HusaiError(f"{path}: invalid JSON (not UTF-8 text)") from None
+    except UnicodeDecodeError as e:
+        raise HusaiError(f"{path}: invalid JSON (not UTF-8 text, byte {e.start})") from None
+    except RecursionError:
+        raise HusaiError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
 TENSORS_SEAL = "husai_sha256"  # metadata key: sha256 of the other metadata + tensor hashes

@@ -53,6 +53,7 @@ VERSION = 1
 INDEX = "index.json"
 KEY = "activations"
 SHARD_META_KEY = "husai_store"
+MAX_SHARD_HEADER = 16 * 2**20  # a shard's bytes beyond its rows: header and metadata
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NORMALIZATIONS = ("none", "expected_average_only_in")
 COUNT_KEYS = ("seen", "dropped_first", "dropped_bos", "dropped_outlier", "clipped_outlier", "kept")
@@ -362,9 +363,10 @@ class ActivationStore:
                 f"{self.path}: unfinished store ({done} of {n} shards); rerun the extraction "
                 "to resume it"
             )
+        _check_index(index, index_path)
         if [s["index"] for s in index["shards"]] != list(range(index["n_shards"])):
             raise HusaiError(f"{index_path}: shard list does not match n_shards")
-        if index.get("dtype") not in DTYPES:
+        if not isinstance(index.get("dtype"), str) or index["dtype"] not in DTYPES:
             raise HusaiError(f"{index_path}: unknown dtype {index.get('dtype')!r}")
         if content_hash(index) != index.get("content_hash"):
             raise HusaiError(f"{index_path}: content hash does not match its fields (edited?)")
@@ -405,6 +407,9 @@ class ActivationStore:
         f = self.path / entry["file"]
         if not f.is_file():
             raise HusaiError(f"{f}: missing shard (rerun the extraction to recompute it)")
+        limit = entry["rows"] * self.d * DTYPES[self.dtype].itemsize + MAX_SHARD_HEADER
+        if f.stat().st_size > limit:
+            raise HusaiError(f"{f}: larger than {entry['rows']} rows of {self.dtype} (corrupt)")
         data = f.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise HusaiError(
@@ -443,6 +448,32 @@ class ActivationStore:
         """Read every shard once (a HusaiError on the first bad one)."""
         for _ in self.iter_shards(normalize=False):
             pass
+
+
+def _is(x: Any, kind: type | tuple[type, ...], low: float | None = None) -> bool:
+    ok = isinstance(x, kind) and not isinstance(x, bool)
+    return ok and (low is None or math.isfinite(x) and x >= low)
+
+
+def _check_index(index: dict[str, Any], where: Path) -> None:
+    """The fields a complete index must have, of the right types (an edited or foreign
+    index is one HusaiError, not a KeyError later); shard files are plain names in the
+    store directory."""
+    fields = {"d": (int, 1), "n_shards": (int, 1), "n_tokens": (int, 0), "hook_name": (str, None)}
+    fields |= {"metadata": (dict, None), "counts": (dict, None), "shards": (list, None)}
+    fields |= {"normalization": (dict, None), "content_hash": (str, None)}
+    for key, (kind, low) in fields.items():
+        if not _is(index.get(key), kind, low):
+            raise HusaiError(
+                f"{where}: {key} must be a {kind.__name__}, got {index.get(key)!r:.40}"
+            )
+    if not _is(index["normalization"].get("scale"), (int, float), 0.0):
+        raise HusaiError(f"{where}: normalization.scale must be a finite number ≥ 0")
+    for i, s in enumerate(index["shards"]):
+        ok = isinstance(s, dict) and _is(s.get("index"), int) and _is(s.get("rows"), int, 0)
+        ok = ok and isinstance(s.get("sha256"), str) and isinstance(s.get("file"), str)
+        if not ok or s["file"] in ("", ".", "..") or any(c in s["file"] for c in "/\\\0"):
+            raise HusaiError(f"{where}: shard entry {i} is malformed")
 
 
 def _shard_meta(data: bytes, f: Path) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def user_errors(f: F) -> F:
         try:
             return f(*args, **kwargs)
         except HusaiError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {one_line(str(e))}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo(INTERRUPTED, err=True)
@@ -57,7 +57,7 @@ def user_errors(f: F) -> F:
         except OSError as e:  # disk full, read-only or unwritable directory, I/O error
             if os.environ.get("HUSAI_TRACEBACK"):
                 raise
-            typer.echo(f"error: {os_error_line(e)}", err=True)
+            typer.echo(f"error: {one_line(os_error_line(e))}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -67,6 +67,12 @@ INTERRUPTED = (
     "interrupted: finished jobs and files are kept, nothing half-written is reused; "
     "rerun the same command to resume"
 )
+
+
+def one_line(msg: str) -> str:
+    """`msg` with unprintable characters escaped (a key like '\\r' in a config cannot break
+    the line)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in msg)
 
 
 def os_error_line(e: OSError) -> str:
@@ -89,8 +95,10 @@ def _run_pipeline(
     workers: int | None,
     address: str | None,
     sweep: bool = False,
+    dry_run: bool = False,
 ) -> None:
-    """`husai run` / `husai sweep`: run the pipeline, print the summary table and timings."""
+    """`husai run` / `husai sweep`: run the pipeline, print the summary table and timings
+    (`dry_run`: the config and the pre-flight checks only, then the plan)."""
     from husai.config import load_run_config
     from husai.experiments.run import run as run_all
     from husai.experiments.run import sweep as run_sweep
@@ -98,6 +106,15 @@ def _run_pipeline(
     cfg = load_run_config(config)
     run_pipeline = run_sweep if sweep else run_all
     out = out or Path("runs") / (config.stem if config else "default")
+    if dry_run:
+        from husai.experiments.plan import plan_lines, preflight, require_sweep
+
+        if sweep:
+            require_sweep(cfg)
+        preflight(cfg, out, executor, workers, address)
+        for line in plan_lines(cfg, out, executor):
+            typer.echo(line)
+        return
     t0 = time.perf_counter()
     engine = {"executor": executor, "workers": workers, "address": address}
     if quiet:
@@ -147,6 +164,15 @@ AddressOpt = Annotated[
     str | None,
     typer.Option(help="existing Ray cluster (run directory on a shared file system)"),
 ]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="validate the config and the pre-flight checks (executor options, --out), print "
+        "the plan (data sets × SAE configs × seeds, jobs already done in --out), run nothing; "
+        "exit 0 = ready, 2 = one-line error",
+    ),
+]
 
 
 @app.command(
@@ -165,8 +191,9 @@ def run(
     executor: ExecutorOpt = "inline",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
-    _run_pipeline(config, out, cache_dir, quiet, executor, workers, address)
+    _run_pipeline(config, out, cache_dir, quiet, executor, workers, address, dry_run=dry_run)
 
 
 @app.command(
@@ -185,8 +212,9 @@ def sweep(
     executor: ExecutorOpt = "inline",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
-    _run_pipeline(config, out, cache_dir, quiet, executor, workers, address, sweep=True)
+    _run_pipeline(config, out, cache_dir, quiet, executor, workers, address, True, dry_run)
 
 
 @app.command(
@@ -204,14 +232,19 @@ def calibrate(
     executor: ExecutorOpt = "inline",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
     from husai.config import parse_config, read_config_file
-    from husai.experiments.calibrate import CalibrateConfig
+    from husai.experiments.calibrate import CalibrateConfig, plan_lines
     from husai.experiments.calibrate import calibrate as run_calibration
 
     data = read_config_file(config) if config else {}
     cfg = parse_config(data, CalibrateConfig)
     out = out or Path("runs") / (config.stem if config else "calibrate")
+    if dry_run:
+        for line in plan_lines(cfg, out, executor, workers=workers, address=address):
+            typer.echo(line)
+        return
     t0 = time.perf_counter()
     result = run_calibration(
         cfg, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from husai.config import (
     ActivationConfig,
@@ -26,6 +26,7 @@ from husai.config import (
     SAEConfig,
     Strict,
     ToyConfig,
+    format_error,
 )
 from husai.errors import HusaiError
 from husai.experiments.aggregate import best_lower_bound, paired_gain, verdict
@@ -58,6 +59,15 @@ class CalibrateConfig(Strict):
             raise ValueError(f"calibrate chooses k: {self.sae.architecture} has no k")
         if len(set(self.candidates)) != len(self.candidates):
             raise ValueError("candidates must be distinct")
+        every = sorted({*self.candidates, self.control_k})  # any confirm pair is among these
+        for stage, ks, seeds, epochs in (
+            ("search", list(self.candidates), self.search_seeds, None),
+            ("confirm", every, self.confirm_seeds, self.confirm_epochs),
+        ):
+            try:  # both runs are valid before the search starts
+                self.run_config(ks, seeds, epochs)
+            except ValidationError as e:
+                raise ValueError(f"{stage} run: {format_error(e, '')}") from None
         return self
 
     def run_config(self, ks: list[int], seeds: tuple[int, ...], epochs: int | None) -> RunConfig:
@@ -107,6 +117,23 @@ def _rows(metrics: dict[str, Any], data: str, ks: list[int]) -> list[dict[str, A
             }
         )
     return out
+
+
+def plan_lines(
+    cfg: CalibrateConfig, out: Path, executor: str = "inline", **engine: Any
+) -> list[str]:
+    """`husai calibrate --dry-run`: the search run's pre-flight checks, and the plan."""
+    from husai.experiments.plan import plan_lines as run_plan
+    from husai.experiments.plan import preflight
+
+    search = cfg.run_config(list(cfg.candidates), cfg.search_seeds, None)
+    preflight(search, Path(out) / "search", executor, **engine)
+    ks = ", ".join(map(str, cfg.candidates))
+    return [
+        f"config OK: search k ∈ {{{ks}}} × {len(cfg.search_seeds)} seeds, then the selected k "
+        f"and control k = {cfg.control_k} × {len(cfg.confirm_seeds)} seeds, executor {executor}",
+        *run_plan(search, Path(out) / "search", executor)[1:],
+    ]
 
 
 def calibrate(cfg: CalibrateConfig, out: Path, **run_kwargs: Any) -> dict[str, Any]:

@@ -30,10 +30,12 @@ from husai.activations import (
 from husai.config import DataConfig, RunConfig, SAEConfig
 from husai.errors import HusaiError
 from husai.experiments.aggregate import aggregate
-from husai.experiments.engine import Job, Progress, Summary, check_executor, run_jobs
+from husai.experiments.engine import Job, Progress, Summary, run_jobs
 from husai.experiments.lm_job import LM_JOB_VERSION
+from husai.experiments.plan import preflight, require_sweep
+from husai.experiments.plan import require_new_or_same as require_new_or_same
 from husai.experiments.sae_job import SAE_JOB_VERSION
-from husai.integrity import note, read_sealed, seal
+from husai.integrity import note, seal
 from husai.io import config_hash, provenance, sha256_file, tensor_hash, write_json
 from husai.runtime import deterministic
 
@@ -255,14 +257,15 @@ def run(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
     of another config, or bad executor options, before doing any work."""
     from husai.lock import directory_lock
 
+    engine = {k: kwargs.get(k) for k in ("workers", "address")}
+    preflight(cfg, Path(run_dir), kwargs.get("executor", "inline"), **engine)  # before the lock
     with directory_lock(Path(run_dir), "run"), deterministic():
         return _run(cfg, run_dir, **kwargs)
 
 
 def sweep(cfg: RunConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
     """`run` for a config with a `sweep` block (HusaiError without one)."""
-    if cfg.sweep is None:
-        raise HusaiError("the config has no `sweep` block (use `husai run`)")
+    require_sweep(cfg)
     return run(cfg, run_dir, **kwargs)
 
 
@@ -278,8 +281,7 @@ def _run(
     address: str | None = None,
 ) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    check_executor(executor, workers, address)
-    require_new_or_same(run_dir, cfg)
+    preflight(cfg, run_dir, executor, workers, address)  # again, now under the lock
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     timer = Timer()
@@ -407,26 +409,3 @@ def artifact_hashes(run_dir: Path) -> dict[str, str]:
         if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")
     )
     return {str(p.relative_to(run_dir)): sha256_file(p) for p in files}
-
-
-def require_new_or_same(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to mix a different config into an existing run directory (or to guess
-    which config a corrupt manifest.json held)."""
-    manifest = Path(run_dir) / "manifest.json"
-    if manifest.is_file():
-        old = read_manifest(manifest).get("config_hash")
-        if old and old != config_hash(cfg.model_dump(mode="json")):
-            raise HusaiError(
-                f"{run_dir}: holds a run with another config (hash {old}); choose another --out"
-            )
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """A run's manifest.json; one that does not parse or match its seal is a HusaiError."""
-    manifest, sealed = read_sealed(path)
-    if sealed is False:
-        raise HusaiError(
-            f"{path}: does not match its checksum (corrupted?); delete it to rerun this "
-            "directory, or choose another --out"
-        )
-    return manifest

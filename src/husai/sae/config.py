@@ -10,6 +10,7 @@ by `husai.config`, which holds the other configs.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import (
@@ -161,8 +162,8 @@ class SAEConfig(BaseModel):
             if key not in own and key in owners:
                 raise ValueError(foreign_field_error(key, name))
         target = data.get("target_l0")
-        if target is not None and arch.uses_k:
-            if not float(target).is_integer():
+        if isinstance(target, (int, float)) and arch.uses_k:  # else pydantic reports the type
+            if isinstance(target, float) and not (math.isfinite(target) and target.is_integer()):
                 raise ValueError(f"target_l0 ({target}) sets k here: it must be a whole number")
             if params.get("k") not in (None, int(target)):
                 raise ValueError(f"k ({params['k']}) and target_l0 ({target}) disagree; set one")
@@ -205,7 +206,10 @@ class SAEConfig(BaseModel):
     def from_saved(cls, data: dict[str, Any]) -> SAEConfig:
         """A config as saved in a cfg.json: older husai versions saved every architecture's
         fields (defaults of the others included), which are dropped here."""
-        arch = REGISTRY.get(data.get("architecture", DEFAULT_ARCHITECTURE))
+        if not isinstance(data, dict):
+            return cls.model_validate(data)  # pydantic's type error
+        name = data.get("architecture", DEFAULT_ARCHITECTURE)
+        arch = REGISTRY.get(name) if isinstance(name, str) else None
         if arch is None:
             return cls.model_validate(data)  # the unknown-architecture error
         owners, own = field_owners(), arch.Params.model_fields

@@ -157,6 +157,9 @@ def load_checkpoint(directory: Path) -> tuple[ToyTransformer, ToyConfig, dict[st
     expected = meta.get("model_sha256")
     if expected is not None and sha256_file(weights_path) != expected:
         raise HusaiError(f"{weights_path}: sha256 does not match {cfg_path}")
+    for name, t in tensors.items():
+        if not t.is_floating_point() or not torch.isfinite(t).all():
+            raise HusaiError(f"{weights_path}: {name} must be finite floating point ({t.dtype})")
     model = ToyTransformer(cfg.model, seed=cfg.train.seed)
     try:
         model.load_state_dict(tensors, strict=True)

@@ -38,10 +38,21 @@ def check_tensors(tensors: dict[str, Any], spec: Spec, file: Path) -> dict[str, 
         if not ok:
             want = tuple(dims.get(a, a) for a in axes)
             raise HusaiError(f"{file}: {name} has shape {shape}, expected {want}")
+        if not t.is_floating_point():
+            raise HusaiError(f"{file}: {name} must be floating point, got {t.dtype}")
         if not torch.isfinite(t).all():
             raise HusaiError(f"{file}: {name} contains NaN/Inf")
         out[name] = t.detach().float()
     return out
+
+
+def check_sizes(cfg: dict[str, Any], sizes: dict[str, int], file: Path) -> None:
+    """A config's declared sizes (e.g. d_in, d_sae) must be the tensors' (absent or null:
+    not checked)."""
+    for key, n in sizes.items():
+        declared = cfg.get(key)
+        if declared is not None and declared != n:
+            raise HusaiError(f"{file}: {key} {declared!r} does not match the tensors ({n})")
 
 
 def fold_centering(b_enc: Tensor, W_enc: Tensor, b_dec: Tensor) -> Tensor:

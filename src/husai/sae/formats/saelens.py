@@ -37,7 +37,7 @@ from husai.errors import HusaiError
 from husai.io import dumps_json, load_tensors, read_json, save_tensors, sha256_file, write_json
 from husai.sae.base import SAE
 from husai.sae.config import SAEConfig, format_error
-from husai.sae.formats.common import Spec, build, check_tensors, fold_centering
+from husai.sae.formats.common import Spec, build, check_sizes, check_tensors, fold_centering
 from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
 from husai.sae.formats.lm import check_lm_metadata, read_lm_metadata
 from husai.sae.registry import REGISTRY
@@ -222,6 +222,10 @@ def load(path: Path) -> SAE:
             f"{cfg_file}: d_out {raw['d_out']} does not match b_dec {t['b_dec'].shape[0]}"
         )
     w = _to_husai(arch, t, raw, transcoder)
+    d_sae, d_in = int(w["W_dec"].shape[0]), int(REGISTRY[arch].input_width(w))
+    check_sizes(raw, {"d_in": d_in, "d_sae": d_sae}, cfg_file)  # (routesae: all layers' width)
+    if cfg is not None:
+        check_sizes({"d_sae": cfg.d_sae}, {"d_sae": d_sae}, cfg_file)
     sae = build(arch, w, weights_file, seed=seed, cfg=cfg, transcoder=transcoder, **fields)
     meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
     for key in HOOK_KEYS:

@@ -49,10 +49,14 @@ def load(path: Path) -> SAE:
         raise HusaiError(
             f"{cfg_file}: d_in {cfg['d_in']} does not match W_dec {tuple(w['W_dec'].shape)}"
         )
+    if cfg.get("num_latents") not in (None, 0, w["W_dec"].shape[0]):  # 0: expansion_factor
+        raise HusaiError(
+            f"{cfg_file}: num_latents {cfg['num_latents']!r} does not match W_dec "
+            f"{tuple(w['W_dec'].shape)}"
+        )
     m = SEED_DIR.fullmatch(path.resolve().name)
-    try:
-        k = int(cfg.get("k", 32))
-    except (TypeError, ValueError):
-        raise HusaiError(f"{cfg_file}: k must be an integer, got {cfg.get('k')!r}") from None
+    k = cfg.get("k", 32)
+    if not isinstance(k, int) or isinstance(k, bool):  # 8.5 or "8" is not silently 8
+        raise HusaiError(f"{cfg_file}: k must be an integer, got {k!r}")
     seed = int(m.group(1)) if m else 0
     return build("topk", w, weights_file, seed=seed, transcoder=bool(cfg.get("transcode")), k=k)
