@@ -42,6 +42,7 @@ def directory_lock(directory: Path, command: str, wait: bool = False) -> Iterato
     (``wait=False``), or block until it is done (``wait=True``: for shared caches)."""
     directory = Path(directory)
     try:
+        made = [p for p in (directory, *directory.parents) if not p.exists()]
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -63,7 +64,24 @@ def directory_lock(directory: Path, command: str, wait: bool = False) -> Iterato
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} (husai {command}, since {stamp})\n".encode(), 0)
-        yield
+        try:
+            yield
+        except BaseException:
+            _unmake(directory, made)
+            raise
         os.ftruncate(fd, 0)  # released cleanly: nothing stale to report next time
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _unmake(directory: Path, made: list[Path]) -> None:
+    """A command that failed before writing anything leaves no directory behind: remove
+    the lock file and the directories the lock made, if they hold nothing else."""
+    if not made or [p.name for p in directory.iterdir()] != [LOCK_FILE]:
+        return
+    (directory / LOCK_FILE).unlink(missing_ok=True)
+    for p in made:  # deepest first
+        try:
+            p.rmdir()
+        except OSError:
+            return
