@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -20,18 +21,9 @@ from typer.testing import CliRunner
 from husai.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {
-    "toy": {
-        "model": {"p": 23, "d_model": 32, "n_heads": 2, "d_mlp": 64},
-        "train": {"train_frac": 0.7, "max_steps": 60, "check_every": 30},
-    },
-    "saes": [
-        {"architecture": "topk", "d_sae": 48, "k": 4, "epochs": 4, "batch_size": 64},
-        {"architecture": "relu", "d_sae": 48, "epochs": 4, "batch_size": 64},
-    ],
-    "seeds": [1, 2, 3],
-    "metrics": {"n_bootstrap": 200},
-}
+sys.path.insert(0, str(ROOT / "tests"))
+from _tiny import TINY  # noqa: E402
+
 SYNTHETIC = {
     "data": [
         {"name": "syn", "source": "synthetic", "synthetic": {"n_samples": 64, "d": 8}},
