@@ -207,13 +207,14 @@ def consensus(
     refit_epochs: int = DEFAULT_REFIT_EPOCHS,
 ) -> Consensus:
     """The consensus SAE of `paths` (SAE dirs, or one folder of them; see the module
-    docstring). `min_seeds` default ceil(N/2). `activations`: a tensor or activation file
+    docstring). `min_seeds` default max(2, ceil(N/2)): a consensus latent is found in
+    at least two seeds. `activations`: a tensor or activation file
     (default: the run's, when the SAEs come from a `husai run`); `truth` [n, d]: true features
     (default: those stored in a synthetic activation file)."""
     dirs = resolve_sae_dirs(paths)
     saes = _load(dirs)
     n = len(saes)
-    m = math.ceil(n / 2) if min_seeds is None else int(min_seeds)
+    m = max(2, math.ceil(n / 2)) if min_seeds is None else int(min_seeds)
     if not 1 <= m <= n:
         raise HusaiError(f"--min-seeds must lie in 1..{n} (the number of SAEs), got {m}")
     if refit_epochs < 1:
@@ -244,9 +245,7 @@ def consensus(
         "in a group (husai.metrics.consensus)",
         "stability_variant": STABILITY_VARIANT,
         "n_groups": len(groups),
-        "groups_by_n_seeds": {
-            str(k): sum(g.n_seeds == k for g in groups) for k in range(n, 0, -1)
-        },
+        "groups_by_n_seeds": {str(k): sum(g.n_seeds == k for g in groups) for k in range(n, 0, -1)},
         "width": len(kept),
         "single_widths": [s.d_sae for s in saes],
         **({"k": int(averaged.params.k)} if averaged.uses_k else {}),  # type: ignore[attr-defined]
