@@ -528,7 +528,8 @@ def consensus(
 ) -> None:
     """Consensus dictionary: latents matched across seeds, exported as one SAE."""
     from husai.cli.consensus import print_consensus
-    from husai.experiments.consensus import consensus as build, write_consensus
+    from husai.experiments.consensus import consensus as build
+    from husai.experiments.consensus import write_consensus
 
     res = build(sae_dirs, min_seeds, threshold=threshold, activations=activations)
     print_consensus(res.summary)
