@@ -127,6 +127,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
         "at least two": [str(a)],
         "--min-seeds must lie": [str(a), str(e), "--min-seeds", "3"],
     }
+    # a source SAE's own folder as --out: refused before anything is computed
+    r = runner.invoke(app, ["consensus", str(a), str(e), "--out", str(e)])
+    assert r.exit_code == 2 and "not empty" in r.output, r.output
     for msg, args in cases.items():
         r = runner.invoke(app, ["consensus", *args, "--out", str(tmp_path / "out")])
         assert r.exit_code == 2, (msg, r.output)

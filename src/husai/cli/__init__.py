@@ -528,9 +528,10 @@ def consensus(
 ) -> None:
     """Consensus dictionary: latents matched across seeds, exported as one SAE."""
     from husai.cli.consensus import print_consensus
+    from husai.experiments.consensus import check_out_dir, write_consensus
     from husai.experiments.consensus import consensus as build
-    from husai.experiments.consensus import write_consensus
 
+    check_out_dir(out)
     res = build(sae_dirs, min_seeds, threshold=threshold, activations=activations)
     print_consensus(res.summary)
     for path in write_consensus(res, out):

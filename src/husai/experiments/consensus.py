@@ -45,6 +45,7 @@ from husai.sae.trainer import build_sae
 
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_REFIT_EPOCHS = 5
+SUMMARY_FILE, TABLE_FILE = "consensus.json", "consensus_latents.csv"
 DECODER = ("W_dec", "b_dec")
 QUALITY_VARIANT = (
     "explained_variance = 1 − SSE/SST on the activations (higher = better); l0 = mean number "
@@ -292,9 +293,20 @@ def consensus(
     return Consensus(out, exported, table)
 
 
-def write_consensus(c: Consensus, out_dir: Path) -> list[Path]:
-    """The SAE (SAELens layout), then consensus_latents.csv and consensus.json, atomically."""
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an output folder that holds anything but an earlier consensus (e.g. a source)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HusaiError(f"--out {out_dir} is a file, not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SUMMARY_FILE).is_file():
+        raise HusaiError(f"--out {out_dir} is not empty and holds no earlier consensus; refusing")
+
+
+def write_consensus(c: Consensus, out_dir: Path) -> list[Path]:
+    """The SAE (SAELens layout), then consensus_latents.csv and consensus.json, atomically
+    (an earlier consensus in `out_dir` is replaced)."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     s = c.summary
     extra = {
         "consensus": {
@@ -306,6 +318,6 @@ def write_consensus(c: Consensus, out_dir: Path) -> list[Path]:
     w = csv.DictWriter(buf, fieldnames=list(c.table[0]))
     w.writeheader()
     w.writerows(c.table)
-    written.append(write_text(out_dir / "consensus_latents.csv", buf.getvalue()))
-    written.append(write_json(out_dir / "consensus.json", s))
+    written.append(write_text(out_dir / TABLE_FILE, buf.getvalue()))
+    written.append(write_json(out_dir / SUMMARY_FILE, s))
     return written
