@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 
+from husai.config import format_error
 from husai.errors import HusaiError
 from husai.io import write_json, write_text
 from husai.metrics import recovery, stream_quality
@@ -120,7 +122,11 @@ def build_consensus_sae(saes: list[SAE], groups: list[Group]) -> SAE:
     fields: dict[str, Any] = {"d_sae": width, "expansion_factor": None}
     if src.uses_k:
         fields["k"] = min(min(int(s.params.k) for s in saes), width)  # type: ignore[attr-defined]
-    out = build_sae(src.cfg.with_fields(**fields), src.d_in, [0])
+    try:
+        cfg = src.cfg.with_fields(**fields)
+    except ValidationError as e:
+        raise HusaiError(format_error(e, f"consensus {src.architecture} SAE")) from None
+    out = build_sae(cfg, src.d_in, [0])
     out.hook_name, out.lm_metadata = src.hook_name, src.lm_metadata
     for name, p in out.named_parameters():
         if name == "W_dec":
