@@ -516,7 +516,8 @@ def consensus(
     ],
     out: Annotated[Path, typer.Option(help="directory for the consensus SAE (SAELens layout)")],
     min_seeds: Annotated[
-        int | None, typer.Option(help="export groups found in at least this many SAEs (N/2)")
+        int | None,
+        typer.Option(help="export groups found in at least this many SAEs (max(2, ⌈N/2⌉))"),
     ] = None,
     threshold: Annotated[
         float, typer.Option(help="|cos| a matched pair of decoder rows needs to be grouped")
@@ -525,6 +526,9 @@ def consensus(
         Path | None,
         typer.Option(help="activation file: refit the encoder, EV/L0/dead (default: the run's)"),
     ] = None,
+    refit_epochs: Annotated[
+        int, typer.Option(help="epochs of the encoder refit (decoder frozen)")
+    ] = 5,
 ) -> None:
     """Consensus dictionary: latents matched across seeds, exported as one SAE."""
     from husai.cli.consensus import print_consensus
@@ -532,7 +536,13 @@ def consensus(
     from husai.experiments.consensus import consensus as build
 
     check_out_dir(out)
-    res = build(sae_dirs, min_seeds, threshold=threshold, activations=activations)
+    res = build(
+        sae_dirs,
+        min_seeds,
+        threshold=threshold,
+        activations=activations,
+        refit_epochs=refit_epochs,
+    )
     print_consensus(res.summary)
     for path in write_consensus(res, out):
         typer.echo(f"wrote {path}")

@@ -40,7 +40,7 @@ def print_consensus(s: dict[str, Any]) -> None:
             )
         return
     t = Table(title=f"on {q['n_tokens']} tokens (EV higher = better; dead lower = better)")
-    for col in ("SAE", "EV", "L0", "dead", *(("recovery",) if rec else ())):
+    for col in ("SAE", "EV", "L0", "dead", *(("truth recovery (Hungarian MCC)",) if rec else ())):
         t.add_column(col)
     singles = rec["single_seeds"] if rec else [None] * len(q["single_seeds"])
     for i, (sq, sr) in enumerate(zip(q["single_seeds"], singles, strict=True)):
