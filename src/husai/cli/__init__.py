@@ -508,6 +508,46 @@ def compare(
         typer.echo(f"wrote {path}")
 
 
+@app.command()
+@user_errors
+def consensus(
+    sae_dirs: Annotated[
+        list[Path], typer.Argument(help="SAE directories, or one folder of them (a run's)")
+    ],
+    out: Annotated[Path, typer.Option(help="directory for the consensus SAE (SAELens layout)")],
+    min_seeds: Annotated[
+        int | None,
+        typer.Option(help="export groups found in at least this many SAEs (max(2, ⌈N/2⌉))"),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="|cos| a matched pair of decoder rows needs to be grouped")
+    ] = 0.7,
+    activations: Annotated[
+        Path | None,
+        typer.Option(help="activation file: refit the encoder, EV/L0/dead (default: the run's)"),
+    ] = None,
+    refit_epochs: Annotated[
+        int, typer.Option(help="epochs of the encoder refit (decoder frozen)")
+    ] = 5,
+) -> None:
+    """Consensus dictionary: latents matched across seeds, exported as one SAE."""
+    from husai.cli.consensus import print_consensus
+    from husai.experiments.consensus import check_out_dir, write_consensus
+    from husai.experiments.consensus import consensus as build
+
+    check_out_dir(out)
+    res = build(
+        sae_dirs,
+        min_seeds,
+        threshold=threshold,
+        activations=activations,
+        refit_epochs=refit_epochs,
+    )
+    print_consensus(res.summary)
+    for path in write_consensus(res, out):
+        typer.echo(f"wrote {path}")
+
+
 SYNTHETIC_FIELDS = synthetic_fields()
 
 
