@@ -98,7 +98,7 @@ def coverage_figures(name: str, archs: dict[str, Any], fig_dir: Path) -> None:
             ax.axhspan(r["ci_low"], r["ci_high"], color=colour, alpha=0.15)
             ax.axhline(r["mean"], color=colour, ls=":", lw=1, label=f"random, {definition}")
         for xi, b in zip(x, bins, strict=True):
-            ax.annotate(f"n={b['count']}", (xi, 0.02), ha="center", fontsize=6)
+            ax.annotate(f"n={b['count']}", (xi, 0.02 + 0.04 * (xi % 2)), ha="center", fontsize=6)
         ax.set_xticks(x, [b["bin"] for b in bins], rotation=45, ha="right", fontsize=6)
         ax.set_ylim(0, 1.02)
         ax.set_title(label, fontsize=9)
