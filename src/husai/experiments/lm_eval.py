@@ -222,6 +222,7 @@ def lm_downstream(
         "baselines": base,
         "per_seed": per_seed,
         "firing_histograms": acc.histogram(),  # per seed, on the replaced tokens
+        "firing_counts": acc.counts.cpu(),  # [S, F] on the same tokens (not for metrics.json)
         "site": s.name,
         "site_out": None if s_out is None else s_out.name,
         "exclude_first": exclude_first,

@@ -32,13 +32,14 @@ import torch
 
 from husai.config import MetricsConfig, SAEConfig
 from husai.errors import HusaiError
+from husai.experiments.coverage import coverage_block
 from husai.experiments.engine import Job, Progress
 from husai.experiments.evaluate import consistency
 from husai.experiments.sae_job import quality_block, train_or_load
 from husai.io import load_tensors, tensor_hash
 from husai.store import ActivationStore
 
-LM_JOB_VERSION = 1
+LM_JOB_VERSION = 2  # 2: coverage curve and stability by firing frequency
 DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss_recovered_vs_mean")
 COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
 
@@ -101,6 +102,7 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
         model, sae, lm["hook"], ids.to(device), batch_size=lm["batch_size"], scale=lm["scale"]
     )
     sae = sae.cpu()
+    counts = down.pop("firing_counts")
     qual = [
         {(f"downstream_{k}" if k in DOWNSTREAM else k): v for k, v in d.items()}
         for d in down.pop("per_seed")
@@ -117,6 +119,7 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
         "downstream_baselines": down.pop("baselines"),
         "lm_eval": down,
         "quality": quality_block(qual, seeds, m),
+        **coverage_block(sae, counts, down["n_replaced_tokens"], m),
     }
 
 
@@ -156,6 +159,7 @@ def _evaluate_routed(
         "downstream": None,
         "downstream_reason": NO_SPLICE,
         "quality": quality_block(acc.result(), seeds, m),
+        **coverage_block(sae.cpu(), acc.counts.cpu(), acc.n_rows, m),
     }
 
 

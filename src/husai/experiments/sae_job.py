@@ -24,19 +24,19 @@ from torch import Tensor
 from husai.activations import load_activation_pair, load_activations, split_rows
 from husai.config import MetricsConfig, SAEConfig, ToyConfig
 from husai.errors import HusaiError
+from husai.experiments.coverage import coverage_block
 from husai.experiments.engine import Job, Progress
 from husai.experiments.evaluate import (
     consistency,
     decoders,
     downstream,
-    quality,
     recovery_block,
     structure_block,
     toy_truths,
 )
 from husai.integrity import note
 from husai.io import config_hash, read_json, sha256_file, tensor_hash, write_json
-from husai.metrics import bootstrap_ci
+from husai.metrics import bootstrap_ci, stream_quality
 from husai.sae import load as load_sae
 from husai.sae import train_sae
 from husai.sae.base import SAE
@@ -44,7 +44,8 @@ from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-SAE_JOB_VERSION = 5  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields
+SAE_JOB_VERSION = 6  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields
+# 6: coverage curve and stability by firing frequency
 
 
 def _stack(saes: list[SAE]) -> SAE:
@@ -193,7 +194,8 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
     spec, seeds = job.spec, job.spec["seeds"]
     m = MetricsConfig.model_validate(spec["metrics"])
     resolved = SAEConfig.model_validate(spec["sae"]).resolve(x.shape[1])
-    qual = quality(sae, x, y)
+    acc = stream_quality(sae.encode, x, sae.decode, y)  # = evaluate.quality, counts kept
+    qual = acc.result()
     out: dict[str, Any] = {
         "config": resolved.model_dump(mode="json"),
         "consistency": consistency(sae, resolved, m, x, y),
@@ -211,6 +213,7 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
     if resolved.trajectory_every_epochs and traj.is_file():
         out["trajectory"] = read_json(traj)
     out["quality"] = quality_block(qual, seeds, m)
+    out.update(coverage_block(sae, acc.counts, acc.n_rows, m))
     return out
 
 

@@ -67,7 +67,9 @@ def _mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
-def _interval(data: tuple[np.ndarray, ...], stat, level: float, n: int, seed: int):
+def _interval(
+    data: tuple[np.ndarray, ...], stat, level: float, n: int, seed: int, batch: int | None = None
+):
     res = stats.bootstrap(
         data,
         stat,
@@ -76,6 +78,7 @@ def _interval(data: tuple[np.ndarray, ...], stat, level: float, n: int, seed: in
         method="percentile",
         vectorized=True,
         rng=np.random.default_rng(seed),
+        batch=batch,
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -85,8 +88,10 @@ def bootstrap_ci(
     level: float = 0.95,
     n_resamples: int = 10_000,
     seed: int = 0,
+    batch: int | None = None,
 ) -> dict[str, Any]:
-    """Percentile-bootstrap CI of the mean (``scipy.stats.bootstrap``, seeded, deterministic).
+    """Percentile-bootstrap CI of the mean (``scipy.stats.bootstrap``, seeded, deterministic;
+    ``batch``: resamples drawn at a time, bounding memory for many values).
 
     Returns ``{"mean", "ci_low", "ci_high", "n", "method"}``. With fewer than 2 values or zero
     variance the CI collapses to the mean (``method`` says so) instead of warning or giving NaN.
@@ -102,7 +107,7 @@ def bootstrap_ci(
             "n": int(x.size),
             "method": DEGENERATE,
         }
-    lo, hi = _interval((x,), np.mean, level, n_resamples, seed)
+    lo, hi = _interval((x,), np.mean, level, n_resamples, seed, batch)
     return {"mean": mean, "ci_low": lo, "ci_high": hi, "n": int(x.size), "method": PERCENTILE}
 
 

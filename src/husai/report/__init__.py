@@ -9,6 +9,7 @@ from husai.errors import HusaiError
 from husai.integrity import read_sealed
 from husai.io import read_json, sha256_file, write_text
 from husai.report import figures
+from husai.report.coverage import coverage_figures
 from husai.report.format import level
 from husai.report.markdown import render_markdown
 from husai.report.sweep import sweep_figures
@@ -66,6 +67,7 @@ def render(run_dir: Path) -> Path:
             figures.trajectory(archs, fig_dir / f"trajectory_{name}.png")
         if all("firing_histograms" in a.get("lm_eval", {}) for a in archs.values()):
             figures.firing_histograms(archs, fig_dir / f"firing_{name}.png")
+        coverage_figures(name, archs, fig_dir)
     if "sweep" in metrics:
         sweep_figures(metrics, fig_dir)
     if "toy_model" in metrics:

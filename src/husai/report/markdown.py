@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from husai import results as R
+from husai.report.coverage import coverage_lines, layer_lines
 from husai.report.format import interval, level, markdown_table, p_value
 from husai.report.lm import lm_section
 from husai.report.sweep import sweep_section
@@ -242,7 +243,7 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     ]
     if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:
         lines += [f"![PWMCC vs d_sae](figures/d_sae_trend_{name}.png)", ""]
-    return lines + _trajectory_lines(name, archs)
+    return lines + _trajectory_lines(name, archs) + coverage_lines(name, ds)
 
 
 def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:
@@ -279,6 +280,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         lines += sweep_section(metrics)
     for name, ds in metrics["datasets"].items():
         lines += _dataset_section(name, ds, metrics)
+    lines += layer_lines(metrics)
     if manifest:
         t = manifest.get("timings_seconds", [])
         lines += [
