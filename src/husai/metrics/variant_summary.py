@@ -30,7 +30,8 @@ from husai.metrics.variants import (
 VARIANT_TEXT = {
     "hungarian_signed": "Song et al.'s PW-MCC: mean *signed* cos of decoder rows over the "
     "one-to-one matching maximising the total signed cos (scipy linear_sum_assignment on "
-    "−cos); in [-1, 1], a negated latent scores −1; higher = more consistent",
+    "−cos); in [-1, 1]; a latent that came back negated cannot pair with its copy (cos −1); "
+    "higher = more consistent",
     "hungarian_minus_pwmcc": "per seed pair hungarian_mcc − pwmcc (≤ 0 for equal sizes): how "
     "much max-|cos| gains by letting several latents share one partner, a feature-splitting "
     "diagnostic; closer to 0 = more one-to-one (matrix diagonal 1.0 by convention)",

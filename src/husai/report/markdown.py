@@ -270,7 +270,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         "",
     ]
     first = next(iter(next(iter(metrics["datasets"].values()))["architectures"].values()))
-    lines += ["Metric variants (all: higher = more consistent):", ""]
+    lines += ["Metric variants (each names its direction):", ""]
     keys = ("pwmcc", "hungarian_mcc", "hungarian_signed", "hungarian_minus_pwmcc")
     for key in (*keys, "shared_fraction@0.5", "shared_latent_curve"):
         if key in first["consistency"]:

@@ -28,7 +28,7 @@ ROWS = {
     "hungarian_signed": (
         "Hungarian on signed cos (Song et al. PW-MCC)",
         "higher = more consistent",
-        "mean signed cos over the one-to-one matching on −cos; a negated latent scores −1",
+        "mean signed cos over the one-to-one matching on −cos; a negated copy does not count",
     ),
     "hungarian_minus_pwmcc": (
         "Hungarian − max-\\|cos\\| gap",
