@@ -98,7 +98,8 @@ def variants_section(name: str, archs: dict[str, Any], ci: str) -> list[str]:
 
 def shared_rate_figure(name: str, archs: dict[str, Any], path: Path) -> Path | None:
     """One panel per SAE configuration: P&B shared rate over thresholds for trained (with its
-    CI band), random and init; solid = signed cosine, dashed = |cos|."""
+    CI band), random and init; solid = signed cosine, dashed = |cos|. The y axis runs to
+    the largest upper CI (at least 0.05), so a curve near zero is not drawn flat."""
     if not archs or not all(_has(a) for a in archs.values()):
         return None
     n = len(archs)
@@ -118,7 +119,9 @@ def shared_rate_figure(name: str, archs: dict[str, Any], path: Path) -> Path | N
                     ax.fill_between(ts, lo, hi, color=GROUP_COLOURS[g], alpha=0.15, lw=0)
         ax.set_title(f"{name}/{label}", fontsize=9)
         ax.set_xlabel("threshold (both cosines ≥)")
-        ax.set_ylim(-0.02, 1.02)
+        peak = max(p[g]["ci_high"] for k in ("signed", "absolute") for p in curve[k] for g in p
+                   if isinstance(p[g], dict) and g in GROUP_COLOURS)  # fmt: skip
+        ax.set_ylim(-0.002, max(0.05, 1.1 * peak))  # near-zero curves stay readable
     axes[0][0].set_ylabel("P&B shared-latent rate\n(higher = more consistent)")
     axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.suptitle(
