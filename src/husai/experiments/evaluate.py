@@ -14,9 +14,11 @@ from husai.metrics import (
     loss_recovered,
     pairwise_groups,
     random_dictionaries,
+    random_dictionaries_like,
     stream_quality,
     summarise_pairwise,
 )
+from husai.metrics.variant_summary import summarise_variants, variant_groups
 from husai.sae.base import SAE
 from husai.sae.trainer import initial_sae
 
@@ -25,19 +27,27 @@ def decoders(sae: SAE) -> list[Tensor]:
     return [sae.W_dec[s].detach() for s in range(sae.n_seeds)]
 
 
+def encoders(sae: SAE) -> list[Tensor]:
+    """Each seed's encoder rows [F, d_in] (one per latent)."""
+    return [sae.W_enc[s].detach() for s in range(sae.n_seeds)]
+
+
 def consistency(
     trained: SAE, cfg: SAEConfig, m: MetricsConfig, x: Tensor, y: Tensor | None = None
 ) -> dict[str, Any]:
     """Pairwise consistency of trained decoders vs matched random and at-init dictionaries
-    (both of the decoder's width d_out). The at-init decoders are those training started
+    (both of the decoder's width d_out), and the named variants (`variant_summary`; the P&B
+    shared rate also matches encoder rows). The at-init SAEs are those training started
     from (`initial_sae` on the training x, and a transcoder's targets y)."""
     S, F, d_out = trained.n_seeds, trained.d_sae, trained.d_out
-    dicts = {
-        "trained": decoders(trained),
-        "random": random_dictionaries(S, F, d_out, m.baseline_seed),
-        "init": decoders(initial_sae(cfg, x, trained.seeds, y)),
-    }
-    return summarise_pairwise(pairwise_groups(dicts, m.thresholds, m.block_size), m)
+    init = initial_sae(cfg, x, trained.seeds, y)
+    # random SAEs: today's decoders first, then independent encoders from the same generator
+    rand = random_dictionaries_like([(F, d_out)] * S + [(F, trained.d_in)] * S, m.baseline_seed)
+    dicts = {"trained": decoders(trained), "random": rand[:S], "init": decoders(init)}
+    encs = {"trained": encoders(trained), "random": rand[S:], "init": encoders(init)}
+    groups = pairwise_groups(dicts, m.thresholds, m.block_size)
+    variants = summarise_variants(variant_groups(dicts, encs, groups, m.block_size), m)
+    return {**summarise_pairwise(groups, m), **variants}
 
 
 def recovery_block(sae: SAE, truth_FD: Tensor) -> list[dict[str, Any]]:

@@ -44,8 +44,9 @@ from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-SAE_JOB_VERSION = 6  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields
-# 6: coverage curve and stability by firing frequency
+SAE_JOB_VERSION = 6  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
+# 6: metric variants (PW-MCC, hungarian − pwmcc, P&B shared-rate curve), coverage curve and
+# stability by firing frequency
 
 
 def _stack(saes: list[SAE]) -> SAE:

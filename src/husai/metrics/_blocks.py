@@ -57,9 +57,15 @@ def check_same_d(a: torch.Tensor, b: torch.Tensor, names: str = "a and b") -> No
 
 
 def abs_cos_blocks(
-    a: torch.Tensor, inv_a: torch.Tensor, b: torch.Tensor, inv_b: torch.Tensor, block_size: int
+    a: torch.Tensor,
+    inv_a: torch.Tensor,
+    b: torch.Tensor,
+    inv_b: torch.Tensor,
+    block_size: int,
+    signed: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(start, sim)`` with ``sim[r, j] = |cos(a[start + r], b[j])|`` (not clamped).
+    """Yield ``(start, sim)`` with ``sim[r, j] = |cos(a[start + r], b[j])|`` (not clamped;
+    ``signed=True``: the signed cosine).
 
     ``sim`` is a view of one reused buffer: consume it before asking for the next block (this
     keeps exactly one block alive and avoids page-faulting a fresh block every time).
@@ -69,7 +75,7 @@ def abs_cos_blocks(
     for start in range(0, a.shape[0], block_size):
         blk = a[start : start + block_size] * inv_a[start : start + block_size, None]
         sim = torch.mm(blk, bt, out=buf[: blk.shape[0]])
-        yield start, sim.abs_().mul_(inv_b)
+        yield start, (sim if signed else sim.abs_()).mul_(inv_b)
 
 
 def best_match_scaled(
@@ -91,12 +97,15 @@ def top_candidates_scaled(
     inv_b: torch.Tensor,
     top_m: int,
     block_size: int,
+    signed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-m partners of every row of a in b and of every row of b in a, by |cos|, streamed.
+    """Top-m partners of every row of a in b and of every row of b in a, by |cos| (``signed``:
+    by signed cosine), streamed.
 
     Returns ``row_idx`` [n_a, m_a] (column indices into b), ``row_val`` [n_a, m_a],
     ``col_idx`` [m_b, n_b] (row indices into a), ``col_val`` [m_b, n_b], with
-    ``m_a = min(top_m, n_b)``, ``m_b = min(top_m, n_a)``; values sorted descending, clamped to 1.
+    ``m_a = min(top_m, n_b)``, ``m_b = min(top_m, n_a)``; values sorted descending, clamped to
+    [-1, 1].
     """
     n_a, n_b = a.shape[0], b.shape[0]
     m_a, m_b = min(top_m, n_b), min(top_m, n_a)
@@ -104,11 +113,11 @@ def top_candidates_scaled(
     row_val = torch.empty(n_a, m_a, dtype=torch.float32)
     col_val = torch.full((0, n_b), -1.0)
     col_idx = torch.empty(0, n_b, dtype=torch.int64)
-    for start, sim in abs_cos_blocks(a, inv_a, b, inv_b, block_size):
+    for start, sim in abs_cos_blocks(a, inv_a, b, inv_b, block_size, signed):
         v, i = sim.topk(m_a, dim=1)
         row_val[start : start + len(v)], row_idx[start : start + len(v)] = v, i
         v, i = sim.topk(min(m_b, sim.shape[0]), dim=0)
         v, i = torch.cat([col_val, v]), torch.cat([col_idx, i + start])
         keep = v.topk(min(m_b, v.shape[0]), dim=0).indices
         col_val, col_idx = v.gather(0, keep), i.gather(0, keep)
-    return row_idx, row_val.clamp_(max=1.0), col_idx, col_val.clamp_(max=1.0)
+    return row_idx, row_val.clamp_(-1.0, 1.0), col_idx, col_val.clamp_(-1.0, 1.0)

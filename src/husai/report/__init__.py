@@ -13,6 +13,7 @@ from husai.report.coverage import coverage_figures
 from husai.report.format import level
 from husai.report.markdown import render_markdown
 from husai.report.sweep import sweep_figures
+from husai.report.variants import shared_rate_figure
 
 
 def in_config_order(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +60,7 @@ def render(run_dir: Path) -> Path:
                 f"{name}/{label}", arch, seeds, fig_dir / f"pwmcc_heatmap_{name}_{label}.png"
             )
         figures.trained_vs_baselines(archs, fig_dir / f"trained_vs_baselines_{name}.png", ci)
+        shared_rate_figure(name, archs, fig_dir / f"shared_rate_curve_{name}.png")
         front = metrics["pareto"][name]
         figures.ev_vs_pwmcc(archs, seeds, front, fig_dir / f"ev_vs_pwmcc_{name}.png")
         if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:

@@ -10,6 +10,7 @@ from husai.report.format import interval, level, markdown_table, p_value
 from husai.report.lm import lm_section
 from husai.report.sweep import sweep_section
 from husai.report.tables import results_columns, rows
+from husai.report.variants import variants_section
 
 OPS = {"add": "+", "sub": "−", "mul": "×"}
 
@@ -231,6 +232,7 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         "",
         *(_downstream_lines(name, ds) if ds["source"] != "lm" else []),
         *_test_lines(name, archs, metrics["multiple_testing"]["p_adjusted"]),
+        *variants_section(name, archs, ci),
         *[
             f"![{name}/{label} pairwise PWMCC](figures/pwmcc_heatmap_{name}_{label}.png)"
             for label in archs
@@ -269,8 +271,9 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         "",
     ]
     first = next(iter(next(iter(metrics["datasets"].values()))["architectures"].values()))
-    lines += ["Metric variants (all: higher = more consistent):", ""]
-    for key in ("pwmcc", "hungarian_mcc", "shared_fraction@0.5"):
+    lines += ["Metric variants (each names its direction):", ""]
+    keys = ("pwmcc", "hungarian_mcc", "hungarian_signed", "hungarian_minus_pwmcc")
+    for key in (*keys, "shared_fraction@0.5", "shared_latent_curve"):
         if key in first["consistency"]:
             lines.append(f"- `{key.split('@')[0]}`: {first['consistency'][key]['variant']}")
     lines.append("")
