@@ -177,6 +177,10 @@ def test_gate_data_random_model_control_and_ood(
         assert d == pytest.approx(
             ev_in[s]["explained_variance"] - ood["per_seed"][s]["explained_variance"]
         )
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert (
+        "Random-model control" in report and "datasets.toy.architectures.topk.quality.ood" in report
+    )
     r = runner.invoke(app, ["gate", str(tmp_path / "run")])
     gate = _by_name(json.loads((tmp_path / "run" / "gate.json").read_text()))
     assert gate["ood_drop"]["status"] != "missing"
