@@ -1,5 +1,5 @@
 """A release-gate policy: named gates, each a comparison of metrics.json numbers with a
-threshold (torch-free).
+threshold.
 
 A gate's `metric` is a path into metrics.json, segments separated by '/' (JSON-pointer
 style: keys such as `shared_fraction@0.5` hold dots), `*` matching any key at its level.
