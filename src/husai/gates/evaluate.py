@@ -70,6 +70,11 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _at(metrics: dict[str, Any], path: str) -> float | None:
+    """The number at a literal path (None if absent or not a number)."""
+    return _number(next(matches(metrics, path), (path, None))[1])
+
+
 def _evidence(g: Gate, metrics: dict[str, Any]) -> list[dict[str, Any]]:
     if g.kind != "control":
         out = []
@@ -91,11 +96,7 @@ def _evidence(g: Gate, metrics: dict[str, Any]) -> list[dict[str, Any]]:
             for sae in sorted(set(r["architectures"]) & set(c["architectures"])):
                 rp = f"datasets/{r_name}/architectures/{sae}/{g.metric}/ci_low"
                 cp = f"datasets/{c_name}/architectures/{sae}/{g.metric}/ci_high"
-                lo, hi = (
-                    next(matches(metrics, rp), (rp, None))[1],
-                    next(matches(metrics, cp), (cp, None))[1],
-                )
-                lo, hi = _number(lo), _number(hi)
+                lo, hi = _at(metrics, rp), _at(metrics, cp)
                 value = None if lo is None or hi is None else lo - hi
                 out.append({"paths": [rp, cp], "values": [lo, hi], "value": value})
     return out
