@@ -28,6 +28,7 @@ ROOMS = {
     "results",
     "lm",
     "store",
+    "gates",
 }
 # room → rooms it must never import (directly or through another module)
 FORBIDDEN = {
@@ -38,6 +39,7 @@ FORBIDDEN = {
     "toy": {"experiments", "report", "lm"},
     "lm": {"experiments", "report", "sae", "metrics", "toy", "cli"},
     "store": {"lm", "experiments", "report", "sae", "metrics", "toy", "cli", "config"},
+    "gates": {"experiments", "report", "toy", "lm", "cli"},
 }
 
 

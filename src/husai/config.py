@@ -257,6 +257,22 @@ class DataConfig(Strict):
         "targets at this later hook (e.g. blocks.0.mlp_out); its SAEs are transcoders, scored "
         "against the target; null = SAEs on `activations.hook`",
     )
+    control: Literal["random_init"] | None = Field(
+        None,
+        description="source = toy: a random-model control: the toy model's architecture "
+        "with re-initialised, untrained weights (`control_seed`), same hook / position / "
+        "split; its SAEs are trained and scored like the real model's (no downstream)",
+    )
+    control_seed: int | None = Field(
+        None, description="init seed of the control model (null = the toy model's own seed)"
+    )
+    ood: Literal["test", "operands"] | None = Field(
+        None,
+        description="source = toy: EV of the trained SAEs on out-of-distribution rows, "
+        "quality.ood: test = the toy model's test-split pairs (needs activations.split "
+        "train: pairs neither the model nor the SAEs saw); operands = the same hook at the "
+        "a and b token positions (needs position answer)",
+    )
     sae_overrides: dict[str, Any] | None = Field(
         None,
         description="SAEConfig fields set for every SAE trained on this data set (an "
@@ -277,6 +293,11 @@ class DataConfig(Strict):
             raise ValueError("`lm` fields go with source 'lm' (and source 'lm' needs them)")
         if self.target_hook is not None and self.source != "toy":
             raise ValueError("target_hook needs source 'toy'")
+        for f in ("control", "ood"):
+            if getattr(self, f) is not None and self.source != "toy":
+                raise ValueError(f"{f} needs source 'toy'")
+        if self.ood is not None and self.target_hook is not None:
+            raise ValueError("ood is not measured for a transcoder data set (target_hook)")
         return self
 
 
@@ -429,6 +450,11 @@ class RunConfig(Strict):
                     f"data {d.name}: target_hook {d.target_hook!r} must come after the input "
                     f"hook {self.activations.hook!r} in the forward pass"
                 )
+        for d in self.data:
+            if d.ood == "test" and self.activations.split != "train":
+                raise ValueError(f"data {d.name}: ood test needs activations.split train")
+            if d.ood == "operands" and self.activations.position != "answer":
+                raise ValueError(f"data {d.name}: ood operands needs activations.position answer")
         if len(self.seeds) < 2:
             raise ValueError("need at least 2 seeds to measure consistency")
         if len(set(self.seeds)) != len(self.seeds):

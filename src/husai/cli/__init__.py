@@ -579,6 +579,28 @@ def synthetic(
 
 @app.command()
 @user_errors
+def gate(
+    run_dir: Annotated[Path, typer.Argument(help="a `husai run` directory")],
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="gate policy, YAML/TOML `gates: [...]` (default: HUSAI's gates)"),
+    ] = None,
+) -> None:
+    """Evaluate release gates on a run's metrics.json: per gate pass / fail / missing with
+    its evidence path, written to RUN_DIR/gate.json; exit 0 when every required gate
+    passes, 1 otherwise (2: a bad policy or run directory)."""
+    from husai.cli.gate_table import gate_table
+    from husai.gates import GATE_FILE, gate_run, load_policy
+
+    result = gate_run(run_dir, load_policy(policy))
+    stdout().print(gate_table(result))
+    typer.echo(f"wrote {run_dir / GATE_FILE}")
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="a `husai run` directory")]) -> None:
     """Re-render a run directory's figures and report.md from its metrics.json."""
     from husai.report import render

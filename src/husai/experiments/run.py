@@ -108,6 +108,7 @@ class Dataset:
     truth_hash: str | None = None  # tensor hash of the ground-truth features (synthetic)
     target_hash: str | None = None  # tensor hash of a transcoder data set's targets
     lm: Any = None  # a language model data set's `husai.experiments.lm_data.LMSet`
+    ood_hash: str | None = None  # tensor hash of the OOD rows (`ood`, husai.experiments.gate_data)
 
 
 def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> Dataset:
@@ -123,6 +124,11 @@ def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> 
     else:
         if data.source == "toy":
             model, model_hash = toy
+            if data.control is not None:  # a random-model control: untrained weights
+                from husai.experiments.gate_data import control_model
+
+                model, seed = control_model(cfg.toy, data)
+                model_hash = f"{data.control}:{seed}"
             meta = {"source": "husai-toy", **cfg.activations.model_dump(), "model_hash": model_hash}
             if data.target_hook is not None:
                 x, y = extract_toy_pair(model, cfg.toy, cfg.activations, data.target_hook)
@@ -136,6 +142,11 @@ def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> 
             save_activation_pair(path, x, y, meta)
         else:
             save_activations(path, x, meta)
+        if data.ood is not None:
+            from husai.experiments.gate_data import ood_rows
+
+            ood = ood_rows(model, cfg.toy, cfg.activations, data.ood)
+            save_activations(path.with_name("ood.safetensors"), ood, {**meta, "ood": data.ood})
     if data.target_hook is not None:
         x, y, meta = load_activation_pair(path)
     else:
@@ -158,9 +169,16 @@ def dataset_stage(data: DataConfig, cfg: RunConfig, run_dir: Path, toy: Any) -> 
             d_out=int(y.shape[1]),
             target_effective_rank=effective_rank(y),
         )
+    if data.control is not None:
+        info.update(control=data.control, control_seed=int(meta["model_hash"].split(":")[1]))
+    ood_hash = None
+    if data.ood is not None:
+        ood_x, _ = load_activations(path.with_name("ood.safetensors"))
+        info.update(ood=data.ood, ood_n=int(ood_x.shape[0]))
+        ood_hash = tensor_hash(ood_x)
     truth_hash = tensor_hash(truth) if truth is not None else None
     y_hash = tensor_hash(y) if y is not None else None
-    return Dataset(data.name, path, tensor_hash(x), info, truth_hash, y_hash)
+    return Dataset(data.name, path, tensor_hash(x), info, truth_hash, y_hash, ood_hash=ood_hash)
 
 
 def _lm_datasets(cfg: RunConfig, run_dir: Path, cache_dir: Path, timer: Timer) -> dict:
@@ -223,7 +241,7 @@ def make_sae_job(
     run_dir = run_dir.resolve()  # absolute paths: workers may run in another directory
     down = None
     inputs = {"activations": str(data.path.resolve())}
-    if model_hash is not None and data.info["source"] == "toy":
+    if model_hash is not None and data.info["source"] == "toy" and "control" not in data.info:
         down = {
             "toy": cfg.toy.model_dump(mode="json"),
             "hook": cfg.activations.hook,
@@ -247,6 +265,9 @@ def make_sae_job(
             "hook": data.info["hook"],
             "hook_out": data.info["target_hook"],
         }
+    if data.ood_hash is not None:  # EV on OOD rows (absent otherwise: the key is unchanged)
+        spec["ood"] = {"kind": data.info["ood"], "activations": data.ood_hash}
+        inputs["ood"] = str(data.path.with_name("ood.safetensors").resolve())
     out_dir = run_dir / "saes" / data.name / sae_cfg.label
     return Job("sae", spec, out_dir, inputs, name=f"{data.name}/{sae_cfg.label}")
 

@@ -215,6 +215,12 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
         out["trajectory"] = read_json(traj)
     out["quality"] = quality_block(qual, seeds, m)
     out.update(coverage_block(sae, acc.counts, acc.n_rows, m))
+    if spec.get("ood") is not None:  # husai.experiments.gate_data
+        from husai.experiments.gate_data import ood_block
+
+        ood = spec["ood"]
+        path = Path(job.inputs["ood"])
+        out["quality"]["ood"] = ood_block(path, ood["activations"], ood["kind"], sae, qual, m)
     return out
 
 

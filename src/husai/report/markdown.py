@@ -7,6 +7,7 @@ from typing import Any
 from husai import results as R
 from husai.report.coverage import coverage_lines, layer_lines
 from husai.report.format import interval, level, markdown_table, p_value
+from husai.report.gate_data import gate_data_lines
 from husai.report.lm import lm_section
 from husai.report.sweep import sweep_section
 from husai.report.tables import results_columns, rows
@@ -228,6 +229,7 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         f"## Data set `{name}` ({ds['source']})",
         "",
         *about,
+        *gate_data_lines(name, ds),
         *[_finding(name, label, a, len(seeds), ci) for label, a in archs.items()],
         "",
         *(_downstream_lines(name, ds) if ds["source"] != "lm" else []),
