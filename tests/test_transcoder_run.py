@@ -82,13 +82,17 @@ def test_random_baseline_has_target_width(monkeypatch: pytest.MonkeyPatch) -> No
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(256, 12, generator=g), torch.randn(256, 7, generator=g)
     sae, _ = train_sae(cfg, x, [1, 2], y_ND=y)
-    widths = []
-    real = ev.random_dictionaries
+    calls = []
+    real = ev.random_dictionaries_like
     monkeypatch.setattr(
-        ev, "random_dictionaries", lambda S, F, D, seed: widths.append(D) or real(S, F, D, seed)
+        ev,
+        "random_dictionaries_like",
+        lambda shapes, seed: calls.append(shapes) or real(shapes, seed),
     )
     out = ev.consistency(sae, cfg, MetricsConfig(n_bootstrap=100), x, y)
-    assert widths == [7] and len(out["pwmcc"]["random"]["pairs"]) == 1
+    # one draw: the 2 random decoders at d_out = 7, then the 2 random encoders' rows at d_in
+    assert calls == [[(16, 7), (16, 7), (16, 12), (16, 12)]]
+    assert len(out["pwmcc"]["random"]["pairs"]) == 1
     q = ev.quality(sae, x, y)
     assert q[0]["explained_variance"] == pytest.approx(explained_variance(y, sae(x)[0]), abs=1e-6)
 
