@@ -151,12 +151,15 @@ def assignment(
     method: str = "exact",
     top_m: int = DEFAULT_TOP_M,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    signed: bool = False,
 ) -> Matching:
-    """Maximum-total-|cos| one-to-one matching of the rows of ``a`` and ``b``.
+    """Maximum-total-|cos| one-to-one matching of the rows of ``a`` and ``b`` (``signed``:
+    maximum total signed cosine, Song et al.'s PW-MCC matching).
 
     With ``b=None``, ``a`` is itself a score matrix [n_a, n_b] to maximise (e.g. |cos| or
     activation correlations). ``method``: "exact" | "sparse" | "auto" (module docstring).
-    Scores of dictionary rows are |cos| in [0, 1]; higher = more consistent.
+    Scores of dictionary rows are |cos| in [0, 1] (signed: cos in [-1, 1]); higher = more
+    consistent.
     """
     top_m = _check_top_m(top_m)
     block_size = check_block_size(block_size)
@@ -176,20 +179,25 @@ def assignment(
     b32, ib = b32.to(a32.device), ib.to(a32.device)
     n_a, n_b = a32.shape[0], b32.shape[0]
     if resolve_method(method, n_a, n_b) == "exact":
-        sim = torch.mm(a32 * ia[:, None], (b32 * ib[:, None]).T).abs_().clamp_(max=1.0)
+        sim = torch.mm(a32 * ia[:, None], (b32 * ib[:, None]).T)
+        sim = sim.clamp_(-1.0, 1.0) if signed else sim.abs_().clamp_(max=1.0)
         return exact_from_sim(sim)
-    cands = top_candidates_scaled(a32, ia, b32, ib, top_m, block_size)
-    return assignment_from_candidates(
-        n_a, n_b, *(t.cpu() for t in cands), fallback_scores(a32, ia, b32, ib), top_m
-    )
+    cands = top_candidates_scaled(a32, ia, b32, ib, top_m, block_size, signed=signed)
+    fallback = fallback_scores(a32, ia, b32, ib, signed)
+    return assignment_from_candidates(n_a, n_b, *(t.cpu() for t in cands), fallback, top_m)
 
 
 def fallback_scores(
-    a: torch.Tensor, inv_a: torch.Tensor, b: torch.Tensor, inv_b: torch.Tensor
+    a: torch.Tensor,
+    inv_a: torch.Tensor,
+    b: torch.Tensor,
+    inv_b: torch.Tensor,
+    signed: bool = False,
 ) -> np.ndarray:
-    """|cos(a_k, b_k)| for k < min(n_a, n_b): the scores of the fallback edges."""
+    """|cos(a_k, b_k)| (signed: cos) for k < min(n_a, n_b): the fallback edges' scores."""
     k = min(a.shape[0], b.shape[0])
     spans = [(s, min(s + 4096, k)) for s in range(0, k, 4096)]  # bounded temporaries
     dots = torch.cat([(a[s:e] * b[s:e]).sum(dim=1) for s, e in spans])
     dots = dots * inv_a[:k] * inv_b[:k]
-    return dots.abs_().clamp_(max=1.0).double().cpu().numpy()
+    dots = dots.clamp_(-1.0, 1.0) if signed else dots.abs_().clamp_(max=1.0)
+    return dots.double().cpu().numpy()

@@ -18,37 +18,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from husai.errors import HusaiError
 from husai.metrics._blocks import (
     DEFAULT_BLOCK_SIZE,
-    check_same_d,
-    scaled_rows,
-    top_candidates_scaled,
 )
 from husai.metrics.matching import (
     DEFAULT_TOP_M,
     Matching,
-    _check_top_m,
     assignment,
-    assignment_from_candidates,
-    exact_from_sim,
-    resolve_method,
 )
-from husai.metrics.validate import ArrayLike, as_tensor, check_block_size, check_threshold
+from husai.metrics.validate import ArrayLike, as_tensor, check_threshold
 
 SHARED_CURVE_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))  # 0.5 … 0.95
-
-
-def _signed_fallback(
-    a: torch.Tensor, ia: torch.Tensor, b: torch.Tensor, ib: torch.Tensor
-) -> np.ndarray:
-    """cos(a_k, b_k) for k < min(n_a, n_b): the sparse path's fallback edge scores."""
-    k = min(a.shape[0], b.shape[0])
-    spans = [(s, min(s + 4096, k)) for s in range(0, k, 4096)]  # bounded temporaries
-    dots = torch.cat([(a[s:e] * b[s:e]).sum(dim=1) for s, e in spans])
-    return (dots * ia[:k] * ib[:k]).clamp_(-1.0, 1.0).double().cpu().numpy()
 
 
 def signed_assignment(
@@ -59,21 +41,10 @@ def signed_assignment(
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> Matching:
     """Maximum-total-*signed*-cosine one-to-one matching of the rows of ``a`` and ``b``
-    (``Matching.scores``: each pair's signed cosine). ``method`` as ``matching.assignment``:
+    (``Matching.scores``: each pair's signed cosine): ``matching.assignment(signed=True)``,
     "exact" (scipy on the full matrix), "sparse" (each latent's ``top_m`` best partners by
     signed cosine, streamed), "auto" (exact iff both sizes ≤ ``EXACT_MAX``)."""
-    block_size = check_block_size(block_size)
-    (a32, ia), (b32, ib) = scaled_rows(a, "a"), scaled_rows(b, "b")
-    check_same_d(a32, b32)
-    b32, ib = b32.to(a32.device), ib.to(a32.device)
-    n_a, n_b = a32.shape[0], b32.shape[0]
-    if resolve_method(method, n_a, n_b) == "exact":
-        sim = torch.mm(a32 * ia[:, None], (b32 * ib[:, None]).T).clamp_(-1.0, 1.0)
-        return exact_from_sim(sim)
-    cands = top_candidates_scaled(a32, ia, b32, ib, _check_top_m(top_m), block_size, signed=True)
-    return assignment_from_candidates(
-        n_a, n_b, *(t.cpu() for t in cands), _signed_fallback(a32, ia, b32, ib), top_m
-    )
+    return assignment(a, b, method=method, top_m=top_m, block_size=block_size, signed=True)
 
 
 def hungarian_signed(
