@@ -67,11 +67,36 @@ def test_default_policy_on_a_crafted_run() -> None:
     ctl = r["random_model_control"]
     assert ctl["status"] == "pass" and len(ctl["evidence"]) == 1
     assert ctl["evidence"][0]["value"] == pytest.approx(0.05)
+    assert ctl["evidence"][0]["control_ev"] == 0.99 and ctl["evidence"][0]["control_learned"]
     assert r["ood_drop"]["status"] == "missing" and "ood" in r["ood_drop"]["reason"]
     assert r["external_benchmarks"]["status"] == "missing"
     res = evaluate(DEFAULT_POLICY, _metrics())
     assert not res["passed"]
     assert res["failed_required"] == ["trained_gt_random", "ev_drop", "transcoder_arm", "ood_drop"]
+
+
+def test_a_control_that_learned_nothing_fails_the_control_gate() -> None:
+    m = _metrics()
+    m["datasets"]["rand"]["architectures"]["topk"]["quality"]["mean"]["explained_variance"] = -0.02
+    ctl = _by_name(evaluate(DEFAULT_POLICY, m))["random_model_control"]
+    row = ctl["evidence"][0]
+    # the intervals separate (0.1 − 0.05 ≥ 0), but the control SAEs' EV −0.02 < 0.5
+    assert row["value"] == pytest.approx(0.05) and not row["control_learned"]
+    assert ctl["status"] == "fail" and not row["pass"]
+    with pytest.raises(ValueError, match="control_ev_floor"):
+        Policy.model_validate(
+            {
+                "gates": [
+                    {
+                        "name": "g",
+                        "kind": "bound",
+                        "metric": "a",
+                        "threshold": 0,
+                        "control_ev_floor": 0.5,
+                    }
+                ]
+            }
+        )
 
 
 def test_a_null_value_fails_and_optional_gates_do_not_decide() -> None:

@@ -24,7 +24,11 @@ def gate_table(result: dict[str, Any]) -> Table:
         for i, e in enumerate(g["evidence"]):
             mark = "" if e["pass"] else " ✗"
             cell = f"{_num(e['value'])} {g['op']} {g['threshold']:g}{mark}"
-            rows.append([*(head if i == 0 else ["", "", ""]), cell, " − ".join(e["paths"])])
+            paths = " − ".join(e["paths"])
+            if e.get("control_learned") is False:  # the control SAEs learned nothing
+                cell += f"; control EV {_num(e['control_ev'])} < {g['control_ev_floor']:g}"
+                paths += f"; EV: {e['control_ev_path']}"
+            rows.append([*(head if i == 0 else ["", "", ""]), cell, paths])
     verdict = "PASS" if result["passed"] else "FAIL: " + ", ".join(result["failed_required"])
     return rich_table(
         f"release gates ({verdict})",

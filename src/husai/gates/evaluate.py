@@ -98,7 +98,13 @@ def _evidence(g: Gate, metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 cp = f"datasets/{c_name}/architectures/{sae}/{g.metric}/ci_high"
                 lo, hi = _at(metrics, rp), _at(metrics, cp)
                 value = None if lo is None or hi is None else lo - hi
-                out.append({"paths": [rp, cp], "values": [lo, hi], "value": value})
+                row = {"paths": [rp, cp], "values": [lo, hi], "value": value}
+                if g.control_ev_floor is not None:
+                    ep = f"datasets/{c_name}/architectures/{sae}/quality/mean/explained_variance"
+                    ev = _at(metrics, ep)
+                    row.update(control_ev=ev, control_ev_path=ep)
+                    row["control_learned"] = ev is not None and ev >= g.control_ev_floor
+                out.append(row)
     return out
 
 
@@ -108,6 +114,7 @@ def evaluate_gate(g: Gate, metrics: dict[str, Any]) -> dict[str, Any]:
     evidence = _evidence(g, metrics)
     for e in evidence:
         e["pass"] = e["value"] is not None and OPS[g.op](float(e["value"]), g.threshold)
+        e["pass"] = e["pass"] and e.get("control_learned", True)
     status = "missing" if not evidence else "pass" if all(e["pass"] for e in evidence) else "fail"
     out = {**g.model_dump(mode="json"), "status": status, "evidence": evidence}
     if status == "missing":

@@ -45,12 +45,19 @@ class Gate(Strict):
     required: bool = Field(True, description="a release needs this gate to pass")
     description: str = Field("", description="what the gate means, in words")
     needs: str = Field("", description="the run input its evidence comes from (when missing)")
+    control_ev_floor: float | None = Field(
+        None,
+        description="control: the control SAEs' seed-mean EV must reach this, else the row "
+        "fails (an SAE that learned nothing on the random model is no control)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Gate:
         check_name("gate name", self.name)
         if not self.metric or any(not s for s in self.metric.split("/")):
             raise ValueError(f"gate {self.name}: metric path {self.metric!r} has an empty segment")
+        if self.control_ev_floor is not None and self.kind != "control":
+            raise ValueError(f"gate {self.name}: `control_ev_floor` goes with kind control")
         if (self.kind == "drop") != (self.reference is not None):
             raise ValueError(
                 f"gate {self.name}: `reference` goes with kind drop (and drop needs it)"
@@ -118,9 +125,11 @@ DEFAULT_POLICY = Policy(
             metric=TRAINED_MINUS_RANDOM,
             threshold=0.0,
             datasets="control",
+            control_ev_floor=0.5,
             description="the real model's trained − random PWMCC lower bound minus the "
             "re-initialised model's (a `control: random_init` data set) upper bound ≥ 0: "
-            "SAEs on an untrained model must not look as consistent",
+            "SAEs on an untrained model must not look as consistent; the control SAEs' EV "
+            "must be ≥ 0.5 (one that learned nothing passes vacuously)",
         ),
         Gate(
             name="external_benchmarks",
