@@ -311,7 +311,10 @@ def _substitution(
 ) -> dict[str, tuple[list[float], list[float]]]:
     """Per sampled latent: (matched, random) Δ reconstruction MSE and Δ model loss when
     A's latent is replaced by B's partner, vs A unchanged."""
-    out: dict[str, tuple[list[float], list[float]]] = {"recon_mse": ([], []), "model_loss": ([], [])}
+    out: dict[str, tuple[list[float], list[float]]] = {
+        "recon_mse": ([], []),
+        "model_loss": ([], []),
+    }
     for g, col in ((0, 2), (1, 3)):
         for s in range(0, len(rows), chunk):
             part = rows[s : s + chunk]

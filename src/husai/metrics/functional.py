@@ -78,8 +78,11 @@ def sample_latents(cos: Sequence[np.ndarray], eligible: Sequence[np.ndarray], n:
     seed, pooled over pairs and evenly spaced in the rank of their matched |cos| (`cos[k]`
     [F]: each latent's partner |cos| in pair k), so matched pairs at every |cos| level are
     drawn; deterministic."""
-    pool = [(float(c[i]), k, int(i)) for k, (c, e) in enumerate(zip(cos, eligible, strict=True))
-            for i in np.flatnonzero(e)]
+    pool = [
+        (float(c[i]), k, int(i))
+        for k, (c, e) in enumerate(zip(cos, eligible, strict=True))
+        for i in np.flatnonzero(e)
+    ]
     pool.sort(key=lambda t: (-t[0], t[1], t[2]))
     if n < 1 or not pool:
         return []
@@ -136,7 +139,9 @@ def compare_pairs(
     }
     if len(m) and len(r):
         out["difference"] = (
-            compare_to_baseline(m, r, **boot) if higher_is_alike else compare_to_baseline(r, m, **boot)
+            compare_to_baseline(m, r, **boot)
+            if higher_is_alike
+            else compare_to_baseline(r, m, **boot)
         )
     return out
 
