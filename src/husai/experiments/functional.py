@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as fn
 from torch import Tensor
 
 from husai.config import MetricsConfig
@@ -285,6 +286,11 @@ def functional_block(
                 "matched": j,
                 "random": r,
                 "cos": c,
+                "cos_signed": float(
+                    fn.cosine_similarity(
+                        ones[pairs[k][0]].W_dec[0, i], ones[pairs[k][1]].W_dec[0, j], dim=0
+                    )
+                ),
                 "ablation_r": [_num(abl_m[t]), _num(abl_r[t])],
                 "steering_r": [_num(st_m[t]), _num(st_r[t])],
             }
