@@ -145,8 +145,8 @@ class LMProbe:
             logits = splice(self.model, ids, {self.site: lambda a, f=full: f})
             ce = token_cross_entropy(logits, ids).view(len(rep), C, -1)
             fps.append(ce[:, self.pred])
-            logp = logits.double().log_softmax(-1).cpu().view(len(rep), C, *logits.shape[1:])
-            steers.append(logp[:, self.positions].mean(1))
+            logp = logits.float().log_softmax(-1).cpu().view(len(rep), C, *logits.shape[1:])
+            steers.append(logp[:, self.positions].double().mean(1))
         fp = torch.cat(fps)
         return Outputs(fp, torch.cat(steers), fp.mean(1))
 
