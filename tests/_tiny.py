@@ -10,5 +10,5 @@ TINY = {
         {"architecture": "relu", "d_sae": 48, "epochs": 4, "batch_size": 64},
     ],
     "seeds": [1, 2, 3],
-    "metrics": {"n_bootstrap": 200},
+    "metrics": {"n_bootstrap": 200, "functional_latents": 16, "functional_probes": 32},
 }

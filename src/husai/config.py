@@ -139,6 +139,29 @@ class MetricsConfig(Strict):
     block_size: int = Field(
         1024, gt=0, description="rows per block in similarity search (memory ∝ block × n)"
     )
+    functional: bool = Field(
+        True,
+        description="functional correspondence of matched latents (toy-model and LM data "
+        "sets): ablation fingerprints, steering and substitution, matched vs random partners",
+    )
+    functional_latents: int = Field(
+        64, ge=1, description="toy: latents sampled per SAE configuration (over seed pairs)"
+    )
+    functional_probes: int = Field(
+        128, ge=2, description="toy: probe inputs (seeded sample of the test split)"
+    )
+    functional_lm_latents: int = Field(
+        8, ge=1, description="LM: latents sampled per SAE configuration (over seed pairs)"
+    )
+    functional_lm_contexts: int = Field(
+        1, ge=1, description="LM: probe contexts (the first held-out ones)"
+    )
+    functional_steer: float = Field(
+        0.5, gt=0, description="steering α as a multiple of the mean activation norm at the hook"
+    )
+    functional_top_k: int = Field(
+        10, ge=1, description="LM: top raised tokens compared under steering (toy: the top class)"
+    )
 
 
 STORE_DTYPES = ("float32", "bfloat16", "float16")

@@ -47,7 +47,7 @@ def _config(model_dir: Path, corpus: Path, layers: tuple[int, ...] = (1,), **lm:
                 {"architecture": "relu", "d_sae": 64, "epochs": 2, "batch_size": 64},
             ],
             "seeds": [1, 2, 3],
-            "metrics": {"n_bootstrap": 200},
+            "metrics": {"n_bootstrap": 200, "functional_lm_latents": 4},
         }
     )
 
@@ -72,6 +72,8 @@ def test_lm_run_end_to_end_is_deterministic_and_reuses_the_extraction(
         else next(iter(entry["architectures"].values()))
     )
     assert {"trained", "random", "init"} <= set(arch["consistency"]["pwmcc"])
+    f = arch["functional"]  # husai.experiments.functional on the LM (tests/lm/test_functional_lm)
+    assert 0 < f["n_sampled"] <= 4 and f["probe"]["n_tokens"] == 15
     lm_c = arch["lm_consistency"]
     assert {"shared_latent_rate", "subspace_similarity", "activation_mcc", "firing"} <= set(lm_c)
     per_seed = arch["quality"]["per_seed"]["1"]

@@ -187,7 +187,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
         ],
         "saes": [{"architecture": "topk", "d_sae": 16, "k": 2, "epochs": 2, "batch_size": 64}],
         "seeds": [1, 2],
-        "metrics": {"n_bootstrap": 100},
+        "metrics": {"n_bootstrap": 100, "functional_latents": 8, "functional_lm_latents": 4},
     }
     (root / "run.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return inputs_of(root)

@@ -26,7 +26,7 @@ SMALL = {
     },
     "saes": [{"architecture": "topk", "d_sae": 16, "k": 4, "epochs": 2, "batch_size": 64}],
     "seeds": [1, 2],
-    "metrics": {"n_bootstrap": 100},
+    "metrics": {"n_bootstrap": 100, "functional_latents": 8},
 }
 MODES = ("truncate", "flip_payload", "flip_header")
 JOB = "saes/toy/topk"

@@ -12,7 +12,9 @@ Evaluation, on the held-out tokens (every position but the first, as the SAEs' t
 tokens): the consistency summary (trained vs random vs at-init decoders), per seed the
 reconstruction quality and the LM's next-token loss / KL with the SAE spliced in (vs clean,
 zero- and mean-ablated), and `lm_consistency`: Paulo & Belrose's shared-latent rate,
-subspace similarity, activation MCC and firing, as `husai compare` computes them.
+subspace similarity, activation MCC and firing, as `husai compare` computes them; and
+`functional` (husai.experiments.functional, on the first `functional_lm_contexts` held-out
+contexts) when `metrics.functional`.
 Result: `{"evaluation": <metrics.json entry>, "trained": bool}`.
 
 A multi-layer set (RouteSAE; spec `lm.hooks`, `lm.scales`, inputs `store_<i>`): trained on
@@ -39,7 +41,8 @@ from husai.experiments.sae_job import quality_block, train_or_load
 from husai.io import load_tensors, tensor_hash
 from husai.store import ActivationStore
 
-LM_JOB_VERSION = 2  # 2: metric variants, coverage curve and stability by firing frequency
+LM_JOB_VERSION = 3  # 2: metric variants, coverage curve and stability by firing frequency;
+# 3: functional correspondence (`functional` block)
 DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss_recovered_vs_mean")
 COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
 
@@ -102,6 +105,15 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
         model, sae, lm["hook"], ids.to(device), batch_size=lm["batch_size"], scale=lm["scale"]
     )
     sae = sae.cpu()
+    functional = {}
+    if m.functional:
+        from husai.experiments.functional import LMProbe, functional_block
+
+        probe_ids = ids[: m.functional_lm_contexts].to(device)
+        probe = LMProbe(model, lm["hook"], probe_ids, m.functional_top_k, lm["batch_size"])
+        functional["functional"] = functional_block(
+            sae, probe, m, m.functional_lm_latents, lm["scale"]
+        )
     counts = down.pop("firing_counts")
     qual = [
         {(f"downstream_{k}" if k in DOWNSTREAM else k): v for k, v in d.items()}
@@ -120,6 +132,7 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
         "lm_eval": down,
         "quality": quality_block(qual, seeds, m),
         **coverage_block(sae, counts, down["n_replaced_tokens"], m),
+        **functional,
     }
 
 

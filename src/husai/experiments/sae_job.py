@@ -44,9 +44,9 @@ from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-SAE_JOB_VERSION = 6  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
+SAE_JOB_VERSION = 7  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
 # 6: metric variants (PW-MCC, hungarian − pwmcc, P&B shared-rate curve), coverage curve and
-# stability by firing frequency
+# stability by firing frequency; 7: functional correspondence (`functional` block)
 
 
 def _stack(saes: list[SAE]) -> SAE:
@@ -179,6 +179,18 @@ def _structure(job: Job, sae: SAE, spec: dict[str, Any], m: MetricsConfig) -> di
     return structure_block(sae, truths, m.baseline_seed)
 
 
+def _functional(job: Job, sae: SAE, spec: dict[str, Any], m: MetricsConfig) -> dict[str, Any]:
+    """Functional correspondence of matched latents on the toy model (experiments.functional)."""
+    from husai.experiments.functional import functional_block, toy_probe
+    from husai.toy import load_checkpoint
+
+    model, _, _ = load_checkpoint(Path(job.inputs["toy_model"]))
+    model.eval()
+    toy = ToyConfig.model_validate(spec["toy"])
+    probe = toy_probe(model, toy, spec["hook"], spec.get("hook_out"), m)
+    return functional_block(sae, probe, m, m.functional_latents)
+
+
 def _truth(job: Job, spec_hash: str) -> Tensor:
     from husai.synthetic import load_ground_truth
 
@@ -207,6 +219,8 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
             q.update({f"downstream_{k}": v for k, v in d.items()})
         out["downstream_baselines"] = down["baselines"]
         out["structure"] = _structure(job, sae, spec["downstream"], m)
+        if m.functional:
+            out["functional"] = _functional(job, sae, spec["downstream"], m)
     if spec["truth"] is not None:
         for q, r in zip(qual, recovery_block(sae, _truth(job, spec["truth"])), strict=True):
             q.update({f"recovery_{k}": v for k, v in r.items() if isinstance(v, float)})

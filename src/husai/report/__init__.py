@@ -11,6 +11,7 @@ from husai.io import read_json, sha256_file, write_text
 from husai.report import figures
 from husai.report.coverage import coverage_figures
 from husai.report.format import level
+from husai.report.functional import functional_figure
 from husai.report.markdown import render_markdown
 from husai.report.sweep import sweep_figures
 from husai.report.variants import shared_rate_figure
@@ -70,6 +71,7 @@ def render(run_dir: Path) -> Path:
         if all("firing_histograms" in a.get("lm_eval", {}) for a in archs.values()):
             figures.firing_histograms(archs, fig_dir / f"firing_{name}.png")
         coverage_figures(name, archs, fig_dir)
+        functional_figure(name, archs, fig_dir / f"functional_{name}.png")
     if "sweep" in metrics:
         sweep_figures(metrics, fig_dir)
     if "toy_model" in metrics:
