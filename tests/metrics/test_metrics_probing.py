@@ -45,17 +45,40 @@ def test_logistic_regression_matches_a_loop_objective_minimised_without_gradient
         method="Nelder-Mead",
         options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 20000, "maxfev": 20000},
     ).x
-    w, b = logistic_regression(x, y)
-    np.testing.assert_allclose(np.append(w, b), ref, atol=2e-4)
+    np.testing.assert_allclose(logistic_regression(x, y).numpy(), ref, atol=2e-4)
 
 
 def test_logistic_regression_matches_scikit_learn_when_installed() -> None:
     lm = pytest.importorskip("sklearn.linear_model", reason="scikit-learn not installed")
     x, y = _data(n=200, d=6, seed=3)
     ref = lm.LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x.numpy(), y.numpy())
-    w, b = logistic_regression(x, y)
-    np.testing.assert_allclose(w, ref.coef_[0], atol=1e-4)
-    assert b == pytest.approx(ref.intercept_[0], abs=1e-4)
+    theta = logistic_regression(x, y).numpy()
+    np.testing.assert_allclose(theta[:-1], ref.coef_[0], atol=1e-4)
+    assert theta[-1] == pytest.approx(ref.intercept_[0], abs=1e-4)
+
+
+def test_batched_padded_problems_equal_their_one_by_one_fits_and_scipy() -> None:
+    x, y = _data(n=80, d=3, seed=5)
+    sep = x.clone()
+    sep[:, 0] = torch.where(y.bool(), 3.0, -3.0)  # separable: the penalty keeps θ finite
+    parts = [x[:, :1], x, sep]
+    batch = torch.stack([torch.nn.functional.pad(p, (0, 3 - p.shape[1])) for p in parts])
+    theta = logistic_regression(batch, y.expand(3, -1))
+    for i, p in enumerate(parts):
+        k = p.shape[1]
+        one = logistic_regression(p, y)
+        torch.testing.assert_close(theta[i, :k], one[:k], atol=1e-8, rtol=0)
+        assert theta[i, -1] == pytest.approx(float(one[-1]), abs=1e-8)
+        assert float(theta[i, k:-1].abs().sum()) == 0.0  # padding gets weight 0
+        s = (2 * y - 1).double().numpy()
+        a = p.double().numpy()
+
+        def f(t, a=a, s=s):
+            z = s * (a @ t[:-1] + t[-1])
+            return 0.5 * t[:-1] @ t[:-1] + np.logaddexp(0, -z).sum()
+
+        ref = minimize(f, np.zeros(k + 1), method="BFGS", options={"gtol": 1e-9}).x
+        np.testing.assert_allclose(one.numpy(), ref, atol=1e-4)
 
 
 def test_roc_auc_counts_every_positive_negative_pair() -> None:

@@ -8,7 +8,7 @@ random; the train split ranks dimensions by |mean over positives − mean over n
 keeps the top k; an L2-regularised logistic regression (scikit-learn's objective, C = 1,
 intercept unpenalised) is fitted on those k columns of the train split and scored on the
 test split (accuracy; AUC as sae-probes and HUSAI count wins). Differences from SAEBench:
-one solver (L-BFGS on the exact objective, float64) for every probe, also the full-width
+one solver (damped Newton on the exact objective, float64) for every probe, also the full-width
 raw baseline (SAEBench trains that one with AdamW on a GPU); a stratified split of one
 sample (SAEBench draws train and test sets apart); no probe on all SAE latents.
 
@@ -23,43 +23,67 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
-from scipy.special import expit, log_expit
+import torch.nn.functional as fn
 from scipy.stats import rankdata
 from torch import Tensor
 
 from husai.errors import HusaiError
 from husai.metrics.stats import bootstrap_ci
+from husai.runtime import single_threaded
 
 MAX_PER_CLASS = 2500  # SAEBench: 4000 train + 1000 test rows, balanced
 TEST_FRACTION = 0.2
 C = 1.0  # scikit-learn's default inverse regularisation, as SAEBench uses it
+MAX_NEWTON = 100
+NEWTON_TOL = 1e-10  # stop when every problem's Newton decrement² is below this
 
 Encoder = Callable[[Tensor], Tensor]
 
 
-def logistic_regression(x_NK: Tensor, y_N: Tensor, c: float = C) -> tuple[np.ndarray, float]:
-    """(w [K], b) minimising ½‖w‖² + c·Σ log-loss (intercept b unpenalised; scikit-learn's
-    L2 objective), by L-BFGS from zero in float64: deterministic."""
-    x = np.asarray(x_NK, dtype=np.float64)
-    y = np.asarray(y_N, dtype=np.float64)
-    sign = 2 * y - 1  # ±1
+def logistic_regression(x_BNK: Tensor, y_BN: Tensor, c: float = C) -> Tensor:
+    """θ [B, K+1] (weights, then intercept) of B independent problems, each minimising
+    ½‖w‖² + c·Σ log-loss (intercept unpenalised: scikit-learn's L2 objective), by damped
+    Newton steps (IRLS with backtracking) from zero in float64, batched over problems:
+    deterministic. A zero column gets weight 0, so problems of fewer columns can be padded.
+    2-D input is one problem. Runs on one thread: the problems are small, and the result
+    is then the same whatever the executor's threads."""
+    if x_BNK.dim() == 2:
+        return logistic_regression(x_BNK[None], y_BN[None], c)[0]
+    with single_threaded():
+        return _newton(x_BNK, y_BN, c)
 
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[:-1], theta[-1]
-        margin = sign * (x @ w + b)
-        value = 0.5 * w @ w - c * log_expit(margin).sum()
-        g = -c * sign * expit(-margin)  # d loss / d (x @ w + b)
-        return float(value), np.concatenate([w + x.T @ g, [g.sum()]])
 
-    opt = minimize(
-        loss,
-        np.zeros(x.shape[1] + 1),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": 1000, "gtol": 1e-6},
-    )
-    return opt.x[:-1], float(opt.x[-1])
+def _newton(x_BNK: Tensor, y_BN: Tensor, c: float) -> Tensor:
+    B, N, K = x_BNK.shape
+    x = torch.cat([x_BNK.double(), x_BNK.new_ones(B, N, 1, dtype=torch.float64)], dim=-1)
+    y = y_BN.double()
+    sign = 2 * y - 1
+    pen = torch.ones(K + 1, dtype=torch.float64)
+    pen[-1] = 0.0
+
+    def objective(theta: Tensor) -> Tensor:
+        z = torch.bmm(x, theta.unsqueeze(-1)).squeeze(-1)
+        return 0.5 * (pen * theta * theta).sum(-1) + c * fn.softplus(-sign * z).sum(-1)
+
+    theta = torch.zeros(B, K + 1, dtype=torch.float64)
+    value = objective(theta)
+    for _ in range(MAX_NEWTON):
+        p = torch.sigmoid(torch.bmm(x, theta.unsqueeze(-1)).squeeze(-1))
+        grad = pen * theta + c * torch.bmm(x.transpose(1, 2), (p - y).unsqueeze(-1)).squeeze(-1)
+        hess = torch.bmm(x.transpose(1, 2) * (c * p * (1 - p)).unsqueeze(1), x) + torch.diag(pen)
+        step = torch.linalg.solve(hess, grad)
+        decrement = (grad * step).sum(-1)  # Newton decrement²: ≈ 2 × the gap to the optimum
+        if float(decrement.max()) < NEWTON_TOL:
+            break
+        t = torch.ones(B, dtype=torch.float64)
+        for _ in range(60):  # halve each problem's step until it decreases enough (Armijo)
+            short = objective(theta - t[:, None] * step) > value - 1e-4 * t * decrement
+            if not bool(short.any()):
+                break
+            t = torch.where(short, t / 2, t)
+        theta = theta - t[:, None] * step
+        value = objective(theta)
+    return theta
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -98,25 +122,36 @@ def balanced_split(
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
-def probe_scores(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> dict:
-    """Test accuracy and AUC of a logistic-regression probe fitted on the train rows."""
-    w, b = logistic_regression(x_train, y_train)
-    logits = np.asarray(x_test, dtype=np.float64) @ w + b
-    y = np.asarray(y_test, dtype=bool)
+def _scores(theta: Tensor, x_test: Tensor, y_test: Tensor) -> dict[str, float]:
+    logits = (x_test.double() @ theta[:-1] + theta[-1]).numpy()
+    y = y_test.bool().numpy()
     return {"accuracy": float(((logits > 0) == y).mean()), "auc": roc_auc(logits, y)}
 
 
 def sparse_probes(
-    x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, ks: Sequence[int]
-) -> dict[str, dict[str, Any]]:
-    """Per k: the top-k mean-difference columns of the train rows (`columns`) and the test
-    accuracy / AUC of a probe on them."""
-    order = top_k_mean_diff(x_train, y_train, max(ks))
-    out = {}
-    for k in ks:
-        cols = order[:k]
-        scores = probe_scores(x_train[:, cols], y_train, x_test[:, cols], y_test)
-        out[str(k)] = {**scores, "columns": cols.tolist()}
+    sources: Sequence[tuple[Tensor, Tensor]], y_train: Tensor, y_test: Tensor, ks: Sequence[int]
+) -> list[dict[str, dict[str, Any]]]:
+    """Per source (its train and test rows' features) and k: the top-k mean-difference
+    columns of the train rows (`columns`) and the test accuracy / AUC of a probe on them;
+    every (source, k) probe is fitted in one batch (zero-padded to the largest k)."""
+    kmax = max(ks)
+    picks = [(top_k_mean_diff(a, y_train, kmax), a, b) for a, b in sources]
+    train, test, cols = [], [], []
+    for order, a, b in picks:
+        for k in ks:
+            c = order[:k]
+            pad = (0, kmax - len(c))
+            train.append(fn.pad(a[:, c].double(), pad))
+            test.append(fn.pad(b[:, c].double(), pad))
+            cols.append(c.tolist())
+    theta = logistic_regression(torch.stack(train), y_train.expand(len(train), -1))
+    out = []
+    for i in range(len(picks)):
+        per_k = {}
+        for j, k in enumerate(ks):
+            n = i * len(ks) + j
+            per_k[str(k)] = {**_scores(theta[n], test[n], y_test), "columns": cols[n]}
+        out.append(per_k)
     return out
 
 
@@ -141,20 +176,19 @@ def probe_task(
     train, test = balanced_split(y, seed, max_per_class)
     xa, xb, ya, yb = x_ND[train], x_ND[test], y[train], y[test]
     out: dict[str, Any] = {**head, "n_train": len(train), "n_test": len(test)}
-    out["raw_full"] = probe_scores(xa, ya, xb, yb)
-    out["raw_top_k"] = sparse_probes(xa, ya, xb, yb, ks)
+    out["raw_full"] = _scores(logistic_regression(xa, ya), xb, yb)
+    sources = [(xa, xb)]
+    with torch.no_grad():
+        for encs in encoders.values():
+            sources += [(enc(xa).float(), enc(xb).float()) for enc in encs]
+    fitted = sparse_probes(sources, ya, yb, ks)
+    out["raw_top_k"] = fitted[0]
+    start = 1
     for group, encs in encoders.items():
-        per_seed = []
-        for enc in encs:
-            with torch.no_grad():
-                za, zb = enc(xa).float(), enc(xb).float()
-            per_seed.append(sparse_probes(za, ya, zb, yb, ks))
+        per_seed = fitted[start : start + len(encs)]
+        start += len(encs)
         out[group] = {
-            str(k): {
-                "auc": [s[str(k)]["auc"] for s in per_seed],
-                "accuracy": [s[str(k)]["accuracy"] for s in per_seed],
-                "columns": [s[str(k)]["columns"] for s in per_seed],
-            }
+            str(k): {m: [s[str(k)][m] for s in per_seed] for m in ("auc", "accuracy", "columns")}
             for k in ks
         }
     return out
