@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from husai.errors import HusaiError
 from husai.sae.config import SAEConfig
@@ -161,6 +168,24 @@ class MetricsConfig(Strict):
     )
     functional_top_k: int = Field(
         10, ge=1, description="LM: top raised tokens compared under steering (toy: the top class)"
+    )
+    probing: bool = Field(
+        True,
+        description="sparse probing (SAEBench's protocol): k-sparse probes on each SAE's "
+        "latents vs probes on the raw activations, on labelled tasks (toy: answer class, a, "
+        "b; LM: token properties of the held-out tokens)",
+    )
+    probing_ks: tuple[PositiveInt, ...] = Field(
+        (1, 2, 5, 10, 20), min_length=1, description="latents (or raw dimensions) per probe"
+    )
+    probing_tie: float = Field(
+        0.01,
+        ge=0,
+        description="AUC margin: an SAE probe wins (loses) only when its seed CI lies above "
+        "(below) the baseline by more than this; else a tie",
+    )
+    probing_min_positives: int = Field(
+        20, ge=2, description="probing tasks with fewer positives (or negatives) are skipped"
     )
 
 

@@ -41,8 +41,9 @@ from husai.experiments.sae_job import quality_block, train_or_load
 from husai.io import load_tensors, tensor_hash
 from husai.store import ActivationStore
 
-LM_JOB_VERSION = 3  # 2: metric variants, coverage curve and stability by firing frequency;
-# 3: functional correspondence (`functional` block)
+LM_JOB_VERSION = 4  # 2: metric variants, coverage curve and stability by firing frequency;
+# 3: functional correspondence (`functional` block); 4: `probing` (SAEBench's sparse probing
+# on the held-out tokens' properties)
 DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss_recovered_vs_mean")
 COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
 
@@ -124,7 +125,7 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
     ).summary
     for entry, seed in zip(cmp["firing"]["per_sae"], seeds, strict=True):
         entry["sae"] = f"seed_{seed}"  # not the absolute path: metrics.json is path-free
-    return {
+    out = {
         "config": resolved.model_dump(mode="json"),
         "consistency": consistency(sae, resolved, m, store),
         "lm_consistency": {k: cmp[k] for k in COMPARE_BLOCKS if k in cmp},
@@ -134,6 +135,22 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
         **coverage_block(sae, counts, down["n_replaced_tokens"], m),
         **functional,
     }
+    if m.probing:  # SAEBench's sparse probing on the held-out tokens' properties
+        out["probing"] = _probing(job, sae, resolved, store, x_eval, ids, m)
+    return out
+
+
+def _probing(
+    job: Job, sae: Any, cfg: SAEConfig, store: Any, x: torch.Tensor, ids: torch.Tensor, m: Any
+) -> dict[str, Any]:
+    """husai.experiments.probing's LM block, with the at-init SAEs training started from."""
+    from husai.experiments.probing import lm_probing
+    from husai.lm import load_tokenizer
+    from husai.sae.trainer import initial_sae
+
+    init = initial_sae(cfg, store, job.spec["seeds"])
+    tokenizer = load_tokenizer(job.inputs["model"])
+    return lm_probing(sae, init, x, ids, tokenizer, job.spec["lm"]["scale"], m)
 
 
 def _evaluate_routed(

@@ -44,9 +44,10 @@ from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-SAE_JOB_VERSION = 7  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
+SAE_JOB_VERSION = 8  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
 # 6: metric variants (PW-MCC, hungarian − pwmcc, P&B shared-rate curve), coverage curve and
 # stability by firing frequency; 7: functional correspondence (`functional` block)
+# 8: `probing` (SAEBench's sparse probing on the toy model's labelled tasks)
 
 
 def _stack(saes: list[SAE]) -> SAE:
@@ -229,6 +230,10 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
         out["trajectory"] = read_json(traj)
     out["quality"] = quality_block(qual, seeds, m)
     out.update(coverage_block(sae, acc.counts, acc.n_rows, m))
+    if m.probing and spec["downstream"] is not None:  # SAEBench's sparse probing, toy tasks
+        from husai.experiments.probing import toy_probing
+
+        out["probing"] = toy_probing(sae, x, y, spec, Path(job.inputs["activations"]), m)
     if spec.get("ood") is not None:  # husai.experiments.gate_data
         from husai.experiments.gate_data import ood_block
 

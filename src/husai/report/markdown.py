@@ -10,6 +10,7 @@ from husai.report.format import interval, level, markdown_table, p_value
 from husai.report.functional import functional_lines
 from husai.report.gate_data import gate_data_lines
 from husai.report.lm import lm_section
+from husai.report.probing import probing_lines
 from husai.report.sweep import sweep_section
 from husai.report.tables import results_columns, rows
 from husai.report.variants import variants_section
@@ -248,12 +249,8 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     ]
     if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:
         lines += [f"![PWMCC vs d_sae](figures/d_sae_trend_{name}.png)", ""]
-    return (
-        lines
-        + _trajectory_lines(name, archs)
-        + coverage_lines(name, ds)
-        + functional_lines(name, ds, ci)
-    )
+    lines += _trajectory_lines(name, archs) + coverage_lines(name, ds)
+    return lines + functional_lines(name, ds, ci) + probing_lines(name, ds)
 
 
 def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:
