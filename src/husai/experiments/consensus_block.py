@@ -25,6 +25,7 @@ import numpy as np
 from torch import Tensor
 
 from husai.config import MetricsConfig
+from husai.errors import HusaiError
 from husai.experiments.consensus import (
     DEFAULT_THRESHOLD,
     QUALITY_VARIANT,
@@ -132,7 +133,11 @@ def _dictionary(
         out["reason"] = "no latent is found in ≥ min_seeds seeds at the threshold"
         return out
     seeds = [sae.select(s) for s in range(sae.n_seeds)]
-    averaged = build_consensus_sae(seeds, kept)
+    try:
+        averaged = build_consensus_sae(seeds, kept)
+    except HusaiError as e:  # e.g. a config that cannot take the consensus width
+        out["reason"] = str(e)
+        return out
     if averaged.uses_k:
         out["k"] = int(averaged.params.k)  # type: ignore[attr-defined]
     quality: dict[str, Any] = {

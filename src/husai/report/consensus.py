@@ -13,12 +13,21 @@ GROUPS = ("trained", "random", "init")
 def _counts_table(c: dict[str, Any]) -> list[str]:
     """Groups found in ≥ m seeds, m = 2 … N (columns), trained vs random vs at-init."""
     ms = list(c["trained"]["found_in_at_least"])
-    rows = [
-        [g, *(str(c[g]["found_in_at_least"][m]) for m in ms), f"{c[g]['stability']['mean']:.4f}"]
-        for g in GROUPS
-    ]
-    header = ["dictionaries", *(f"≥ {m} seeds" for m in ms), "mean stability"]
-    return markdown_table(header, rows)
+    rows = []
+    for g in GROUPS:
+        st = c[g]["stability"]
+        rows.append(
+            [
+                g,
+                *(str(c[g]["found_in_at_least"][m]) for m in ms),
+                f"{st['fraction_grouped']:.3f}",
+                f"{st['mean']:.4f}",
+                f"{st['quantiles']['0.9']:.4f}",
+                f"{st['quantiles']['1.0']:.4f}",
+            ]
+        )
+    header = ["dictionaries", *(f"≥ {m} seeds" for m in ms), "latents grouped"]
+    return markdown_table([*header, "stability mean", "p90", "max"], rows)
 
 
 def _quality_rows(d: dict[str, Any]) -> list[list[str]]:
@@ -78,10 +87,12 @@ def consensus_lines(name: str, ds: dict[str, Any]) -> list[str]:
     lines = [
         "### Consensus across seeds",
         "",
-        f"Latents grouped across seeds ({first['variant']}; |cos| ≥ {first['threshold']}); "
-        f"stability: {first['stability_variant']}, its mean over all latents (a latent in no "
-        "group scores 0). Random: the matched random dictionaries; init: the same SAEs before "
-        f"training. Source: `metrics.json` → `datasets.{name}.architectures.<sae>.consensus`.",
+        f"Latents grouped across seeds ({first['variant']}; |cos| ≥ {first['threshold']}). "
+        "Columns: groups found in ≥ m of the seeds (the counts-vs-m curve), the fraction of "
+        "all latents in a group of ≥ 2 seeds, and the distribution over all latents of their "
+        f"group's score ({first['stability_variant']}; a latent in no group scores 0). Random: "
+        "the matched random dictionaries; init: the same SAEs before training. Source: "
+        f"`metrics.json` → `datasets.{name}.architectures.<sae>.consensus`.",
         "",
     ]
     for label, c in archs.items():
