@@ -100,9 +100,7 @@ def test_lm_ood_ev_by_hand_and_the_gate_decides(
         assert c["dictionary"]["quality"]["n_rows"] == 4 * (CTX - 1)
 
 
-def test_short_ood_corpus_is_one_line_exit_2(
-    tmp_path: Path, model_dir: Path, corpus: Path
-) -> None:
+def test_short_ood_corpus_is_one_line_exit_2(tmp_path: Path, model_dir: Path, corpus: Path) -> None:
     short = tmp_path / "short.txt"
     short.write_text("w1 w2 w3")
     cfg = _config(model_dir, corpus, str(short))
