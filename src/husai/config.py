@@ -187,6 +187,27 @@ class MetricsConfig(Strict):
     probing_min_positives: int = Field(
         20, ge=2, description="probing tasks with fewer positives (or negatives) are skipped"
     )
+    variants: Literal["full", "decoder", "off"] = Field(
+        "full",
+        description="metric variants beside pwmcc / hungarian_mcc, per seed pair of trained, "
+        "random and at-init SAEs: full = Song's PW-MCC (signed Hungarian), the Hungarian − "
+        "max-|cos| gap and the Paulo & Belrose shared-rate curve (3 more matchings per pair: "
+        "signed decoder, signed and |cos| encoder); decoder = PW-MCC and the gap only (1 more "
+        "matching, no encoder matchings, no curve); off = none (for large widths: at 16k "
+        "latents each matching is a streamed top-m pass)",
+    )
+    consensus: bool = Field(
+        True,
+        description="the consensus block: latents grouped across seeds (decoder |cos| ≥ 0.7; "
+        "husai consensus) for trained, random and at-init SAEs, and the consensus "
+        "dictionary's quality (toy, synthetic, one-layer LM sets; not transcoders)",
+    )
+    consensus_refit_epochs: int = Field(
+        5,
+        ge=0,
+        description="epochs refitting the consensus dictionary's encoder with its decoder "
+        "frozen (0 = report the averaged encoder only)",
+    )
 
 
 STORE_DTYPES = ("float32", "bfloat16", "float16")
@@ -226,6 +247,16 @@ class LMDataConfig(Strict):
         204_800, gt=0, description="tokens run through the model for training contexts"
     )
     eval_contexts: int = Field(16, ge=1, description="held-out contexts for evaluation")
+    ood: str | None = Field(
+        None,
+        description="an out-of-distribution corpus for the OOD gate: a .txt / .jsonl / "
+        "token-ids file, or stdlib-code (built in: the Python code of the standard library's "
+        "sources, docstrings and comments stripped: code, where the default corpus is "
+        "documentation prose); its first `ood_contexts` contexts are captured like the "
+        "held-out ones and the SAEs' EV there is quality.ood (EV drop: held-out − OOD); not "
+        "for a multi-layer set",
+    )
+    ood_contexts: int = Field(16, ge=1, description="contexts of the `ood` corpus evaluated")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype of the stored activations"
     )
@@ -261,6 +292,8 @@ class LMDataConfig(Strict):
                     "a multi-layer set (layers) cannot drop outliers per layer (rows must "
                     "align across layers); use outliers: clip or no outlier_factor"
                 )
+            if self.ood is not None:
+                raise ValueError("ood is not measured for a multi-layer set (layers)")
             # `layer` mirrors the first layer, so a dumped config parses back unchanged
             object.__setattr__(self, "layer", self.layers[0])
         if self.train_tokens < self.context_size:
@@ -274,9 +307,11 @@ class LMDataConfig(Strict):
         return self.train_tokens // self.context_size
 
     def extraction(self) -> dict[str, Any]:
-        """The fields that decide the forward passes (not layer or site): data sets equal
-        in these share one extraction."""
-        return self.model_dump(mode="json", exclude={"layer", "layers", "site"})
+        """The fields that decide the training forward passes (not layer, site or the OOD
+        corpus): data sets equal in these share one extraction."""
+        return self.model_dump(
+            mode="json", exclude={"layer", "layers", "site", "ood", "ood_contexts"}
+        )
 
     @property
     def block_indices(self) -> list[int]:
@@ -343,7 +378,8 @@ class DataConfig(Strict):
             raise ValueError("target_hook needs source 'toy'")
         for f in ("control", "ood"):
             if getattr(self, f) is not None and self.source != "toy":
-                raise ValueError(f"{f} needs source 'toy'")
+                lm = " (an lm set's OOD corpus: lm.ood)" if f == "ood" else ""
+                raise ValueError(f"{f} needs source 'toy'{lm}")
         if self.ood is not None and self.target_hook is not None:
             raise ValueError("ood is not measured for a transcoder data set (target_hook)")
         return self

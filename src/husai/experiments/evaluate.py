@@ -33,21 +33,30 @@ def encoders(sae: SAE) -> list[Tensor]:
 
 
 def consistency(
-    trained: SAE, cfg: SAEConfig, m: MetricsConfig, x: Tensor, y: Tensor | None = None
+    trained: SAE,
+    cfg: SAEConfig,
+    m: MetricsConfig,
+    x: Tensor,
+    y: Tensor | None = None,
+    init: SAE | None = None,
 ) -> dict[str, Any]:
     """Pairwise consistency of trained decoders vs matched random and at-init dictionaries
-    (both of the decoder's width d_out), and the named variants (`variant_summary`; the P&B
-    shared rate also matches encoder rows). The at-init SAEs are those training started
-    from (`initial_sae` on the training x, and a transcoder's targets y)."""
+    (both of the decoder's width d_out), and the named variants (`variant_summary`, as
+    `m.variants` asks; the P&B shared rate also matches encoder rows). The at-init SAEs are
+    those training started from (`init`, default `initial_sae` on the training x, and a
+    transcoder's targets y)."""
     S, F, d_out = trained.n_seeds, trained.d_sae, trained.d_out
-    init = initial_sae(cfg, x, trained.seeds, y)
+    init = initial_sae(cfg, x, trained.seeds, y) if init is None else init
     # random SAEs: today's decoders first, then independent encoders from the same generator
     rand = random_dictionaries_like([(F, d_out)] * S + [(F, trained.d_in)] * S, m.baseline_seed)
     dicts = {"trained": decoders(trained), "random": rand[:S], "init": decoders(init)}
     encs = {"trained": encoders(trained), "random": rand[S:], "init": encoders(init)}
     groups = pairwise_groups(dicts, m.thresholds, m.block_size)
-    variants = summarise_variants(variant_groups(dicts, encs, groups, m.block_size), m)
-    return {**summarise_pairwise(groups, m), **variants}
+    out = summarise_pairwise(groups, m)
+    if m.variants != "off":
+        vg = variant_groups(dicts, encs if m.variants == "full" else None, groups, m.block_size)
+        out.update(summarise_variants(vg, m))
+    return out
 
 
 def recovery_block(sae: SAE, truth_FD: Tensor) -> list[dict[str, Any]]:

@@ -48,15 +48,29 @@ def ood_rows(model: Any, toy: ToyConfig, act: ActivationConfig, kind: str) -> Te
 def ood_block(
     path: Path, x_hash: str, kind: str, sae: Any, qual: list[dict[str, float]], m: MetricsConfig
 ) -> dict[str, Any]:
-    """Quality of every seed on the OOD rows (per seed, mean, CI) and the EV drop: per seed
-    EV(training rows) − EV(OOD rows), seed mean and bootstrap CI (higher = worse)."""
+    """`ood_quality` on the OOD rows saved at `path` (checked against `x_hash`)."""
+    x, _ = load_activations(path)
+    if tensor_hash(x) != x_hash:
+        raise HusaiError(f"{path}: OOD activations differ from the ones this job was made for")
+    return ood_quality(x, kind, sae, qual, m)
+
+
+def ood_quality(
+    x: Tensor,
+    kind: str,
+    sae: Any,
+    qual: list[dict[str, float]],
+    m: MetricsConfig,
+    reference: str = "the training rows",
+) -> dict[str, Any]:
+    """Quality of every seed on the OOD rows x (per seed, mean, CI) and the EV drop: per seed
+    EV(`reference`: the rows `qual` was scored on; an LM set's held-out tokens) − EV(OOD
+    rows), seed mean and bootstrap CI (higher = worse). `kind`: the toy OOD kind, or an LM
+    set's OOD corpus name."""
     from husai.experiments.evaluate import quality
     from husai.experiments.sae_job import quality_block
     from husai.metrics import bootstrap_ci
 
-    x, _ = load_activations(path)
-    if tensor_hash(x) != x_hash:
-        raise HusaiError(f"{path}: OOD activations differ from the ones this job was made for")
     ood = quality(sae, x)
     seeds = list(sae.seeds)
     drops = [
@@ -69,7 +83,7 @@ def ood_block(
         **quality_block(ood, seeds, m),
         "explained_variance_drop": {
             **bootstrap_ci(drops, **boot),
-            "definition": "EV on the training rows − EV on the OOD rows, per seed",
+            "definition": f"EV on {reference} − EV on the OOD rows, per seed",
             "per_seed": dict(zip(map(str, seeds), drops, strict=True)),
         },
     }

@@ -7,7 +7,9 @@ and the token ids), so a second run on the same model and corpus extracts nothin
 killed extraction resumes from its finished shards. Each store is then hard-linked (copied
 across file systems) into the run directory as `data/<name>/store/`, and the held-out
 contexts — the `eval_contexts` after the training ones — are saved beside it as
-`data/<name>/eval_contexts.safetensors` (tensor `input_ids`).
+`data/<name>/eval_contexts.safetensors` (tensor `input_ids`). A set with an `ood` corpus
+(the OOD gate's data) gets the first `ood_contexts` contexts of that corpus, cut and
+tokenised like the training corpus, as `data/<name>/ood_contexts.safetensors`.
 
 A multi-layer set (`lm.layers`, for RouteSAE) has one store per layer, from the same forward
 passes, linked as `data/<name>/stores/<hook>/`; its rows are the stores joined column-wise
@@ -33,6 +35,8 @@ from husai.io import config_hash, save_tensors, sha256_file, tensor_hash
 from husai.store import ActivationStore, TokenPolicy
 
 EVAL_FILE = "eval_contexts.safetensors"
+OOD_FILE = "ood_contexts.safetensors"
+OOD_CHARS_PER_TOKEN = 8  # characters of the built-in OOD corpus read per token needed
 EVAL_KEY = "input_ids"
 RANK_ROWS = 65_536  # rows (evenly spaced) the data set's effective rank is computed on
 
@@ -49,6 +53,8 @@ class LMSet:
     model_hash: str
     info: dict[str, Any]  # for metrics.json (deterministic)
     extraction: dict[str, Any]  # for the manifest and the console (timings)
+    ood_path: Path | None = None  # the `ood` corpus's contexts (input_ids), if any
+    ood_hash: str | None = None
 
     @property
     def store(self) -> ActivationStore:
@@ -99,6 +105,31 @@ def _contexts(lm: LMDataConfig, tokenizer: Any) -> tuple[Any, Any]:
         )
     n = lm.n_train_contexts
     return dataclasses.replace(ctx, ids=ctx.ids[:n]), ctx.ids[n:]
+
+
+def ood_contexts(d: DataConfig, tokenizer: Any) -> tuple[torch.Tensor, str]:
+    """(the first `ood_contexts` contexts of data set `d`'s `ood` corpus, its name); a corpus
+    shorter than one context is one HusaiError line naming the data set."""
+    from husai.lm import STDLIB_CODE, read_corpus, stdlib_code_corpus, tokenize_contexts
+
+    lm = d.lm
+    assert lm is not None and lm.ood is not None
+    try:
+        corpus = (
+            stdlib_code_corpus(OOD_CHARS_PER_TOKEN * lm.ood_contexts * lm.context_size)
+            if lm.ood == STDLIB_CODE
+            else read_corpus(lm.ood, text_field=lm.text_field)
+        )
+        ctx = tokenize_contexts(
+            corpus,
+            tokenizer,
+            lm.context_size,
+            prepend_bos=lm.prepend_bos,
+            n_contexts=lm.ood_contexts,
+        )
+    except HusaiError as e:
+        raise HusaiError(f"data {d.name}: ood corpus: {e}") from None
+    return ctx.ids, corpus.name
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -172,6 +203,7 @@ def lm_stage(group: list[DataConfig], run_dir: Path, cache_dir: Path, device: st
     tokenizer = load_tokenizer(model_dir)
     load_seconds = time.perf_counter() - t0
     train, eval_ids = _contexts(lm, tokenizer)
+    oods = {d.name: ood_contexts(d, tokenizer) for d in group if d.lm and d.lm.ood}  # fail early
     n_layers = int(model.config.num_hidden_layers)
     set_hooks = [_hooks(d, n_layers) for d in group]
     if len({tuple(h) for h in set_hooks}) != len(set_hooks):
@@ -215,11 +247,22 @@ def lm_stage(group: list[DataConfig], run_dir: Path, cache_dir: Path, device: st
         if len(stores) > 1:
             info = _multi_info(info, d, stores, run_dir)
         record = extraction_record(result, load_seconds)
-        out.append(
-            LMSet(
-                d.name, stores, eval_path, tensor_hash(eval_ids), model_dir, weights, info, record
-            )
+        s = LMSet(
+            d.name, stores, eval_path, tensor_hash(eval_ids), model_dir, weights, info, record
         )
+        if d.name in oods:
+            ids, name = oods[d.name]
+            s.ood_path = save_tensors(
+                data_dir / OOD_FILE, {EVAL_KEY: ids}, {"format": "husai-ood-contexts"}
+            )
+            s.ood_hash = tensor_hash(ids)
+            info["ood"] = {
+                "corpus": name,
+                "artifact": str(s.ood_path.relative_to(run_dir)),
+                "n_contexts": int(ids.shape[0]),
+                "n_tokens": int(ids.numel()),
+            }
+        out.append(s)
     return out
 
 

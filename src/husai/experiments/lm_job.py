@@ -6,15 +6,20 @@ Spec: `version` (LM_JOB_VERSION), `sae`, `seeds`, `store` (its content hash), `m
 `device`, `lm`: `model_hash` (sha256 over the weights), `hook`, `eval` (tensor hash of the
 held-out token ids), `scale` (the store's normalisation, applied when the SAE reads the
 model), `batch_size`, and `cfg` (the SAEs' LM metadata for cfg.json: `husai.sae.store_lm_metadata`).
-Inputs: `store`, `model` (a model directory), `eval` (the held-out contexts file).
+Inputs: `store`, `model` (a model directory), `eval` (the held-out contexts file), and
+with an OOD corpus (spec `lm.ood`: `corpus` name, `ids` tensor hash) `ood` (its contexts).
 
 Evaluation, on the held-out tokens (every position but the first, as the SAEs' training
 tokens): the consistency summary (trained vs random vs at-init decoders), per seed the
 reconstruction quality and the LM's next-token loss / KL with the SAE spliced in (vs clean,
 zero- and mean-ablated), and `lm_consistency`: Paulo & Belrose's shared-latent rate,
-subspace similarity, activation MCC and firing, as `husai compare` computes them; and
+subspace similarity, activation MCC and firing, as `husai compare` computes them;
 `functional` (husai.experiments.functional, on the first `functional_lm_contexts` held-out
-contexts) when `metrics.functional`.
+contexts) when `metrics.functional`; with
+`lm.ood`, quality.ood: EV on the OOD corpus's tokens (same site, × the store's scale) and
+the drop from the held-out tokens' EV; the consensus block (husai.experiments.
+consensus_block), its dictionary refit on evenly spaced store rows and scored on the
+held-out tokens.
 Result: `{"evaluation": <metrics.json entry>, "trained": bool}`.
 
 A multi-layer set (RouteSAE; spec `lm.hooks`, `lm.scales`, inputs `store_<i>`): trained on
@@ -39,11 +44,13 @@ from husai.experiments.engine import Job, Progress
 from husai.experiments.evaluate import consistency
 from husai.experiments.sae_job import quality_block, train_or_load
 from husai.io import load_tensors, tensor_hash
+from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-LM_JOB_VERSION = 4  # 2: metric variants, coverage curve and stability by firing frequency;
+LM_JOB_VERSION = 5  # 2: metric variants, coverage curve and stability by firing frequency;
 # 3: functional correspondence (`functional` block); 4: `probing` (SAEBench's sparse probing
-# on the held-out tokens' properties)
+# on the held-out tokens' properties); 5: the consensus block, `metrics.variants`, EV on the
+# `lm.ood` corpus (quality.ood)
 DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss_recovered_vs_mean")
 COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
 
@@ -105,6 +112,11 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
     down = lm_downstream(
         model, sae, lm["hook"], ids.to(device), batch_size=lm["batch_size"], scale=lm["scale"]
     )
+    x_ood = None
+    if lm.get("ood") is not None:
+        x_ood = eval_activations(
+            model, lm["hook"], _ood_ids(job).to(device), batch_size=lm["batch_size"]
+        )
     sae = sae.cpu()
     functional = {}
     if m.functional:
@@ -125,9 +137,10 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
     ).summary
     for entry, seed in zip(cmp["firing"]["per_sae"], seeds, strict=True):
         entry["sae"] = f"seed_{seed}"  # not the absolute path: metrics.json is path-free
+    init = initial_sae(resolved, store, sae.seeds)
     out = {
         "config": resolved.model_dump(mode="json"),
-        "consistency": consistency(sae, resolved, m, store),
+        "consistency": consistency(sae, resolved, m, store, init=init),
         "lm_consistency": {k: cmp[k] for k in COMPARE_BLOCKS if k in cmp},
         "downstream_baselines": down.pop("baselines"),
         "lm_eval": down,
@@ -135,20 +148,40 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
         **coverage_block(sae, counts, down["n_replaced_tokens"], m),
         **functional,
     }
+    if x_ood is not None:  # husai.experiments.gate_data
+        from husai.experiments.gate_data import ood_quality
+
+        x = x_ood.cpu() * lm["scale"]
+        kind, ref = lm["ood"]["corpus"], "the held-out tokens"
+        out["quality"]["ood"] = ood_quality(x, kind, sae, qual, m, reference=ref)
+    if m.consensus:
+        from husai.experiments.consensus_block import REFIT_ROWS, consensus_block
+        from husai.sae.data import as_rows
+
+        kw = {"score_rows": x_eval.cpu() * lm["scale"], "single_mean": out["quality"]["mean"]}
+        refit_rows = as_rows(store).spaced(REFIT_ROWS)
+        out["consensus"] = consensus_block(sae, init, m, refit_rows=refit_rows, **kw)
     if m.probing:  # SAEBench's sparse probing on the held-out tokens' properties
-        out["probing"] = _probing(job, sae, resolved, store, x_eval, ids, m)
+        out["probing"] = _probing(job, sae, init, x_eval, ids, m)
     return out
 
 
+def _ood_ids(job: Job) -> torch.Tensor:
+    """The OOD corpus's contexts (input `ood`), checked against the spec's hash."""
+    tensors, _ = load_tensors(Path(job.inputs["ood"]))
+    ids = tensors.get("input_ids")
+    if ids is None or tensor_hash(ids) != job.spec["lm"]["ood"]["ids"]:
+        raise HusaiError(f"{job.inputs['ood']}: OOD contexts differ from the job's")
+    return ids
+
+
 def _probing(
-    job: Job, sae: Any, cfg: SAEConfig, store: Any, x: torch.Tensor, ids: torch.Tensor, m: Any
+    job: Job, sae: Any, init: Any, x: torch.Tensor, ids: torch.Tensor, m: Any
 ) -> dict[str, Any]:
     """husai.experiments.probing's LM block, with the at-init SAEs training started from."""
     from husai.experiments.probing import lm_probing
     from husai.lm import load_tokenizer
-    from husai.sae.trainer import initial_sae
 
-    init = initial_sae(cfg, store, job.spec["seeds"])
     tokenizer = load_tokenizer(job.inputs["model"])
     return lm_probing(sae, init, x, ids, tokenizer, job.spec["lm"]["scale"], m)
 

@@ -220,6 +220,9 @@ def make_lm_job(cfg: RunConfig, sae_cfg: SAEConfig, data: Dataset, run_dir: Path
         "model": str(s.model_dir),
         "eval": str(s.eval_path.resolve()),
     }
+    if s.ood_path is not None:  # the OOD gate's contexts (absent otherwise)
+        spec["lm"]["ood"] = {"corpus": s.info["ood"]["corpus"], "ids": s.ood_hash}
+        inputs["ood"] = str(s.ood_path.resolve())
     if len(s.stores) > 1:  # a multi-layer set (RouteSAE): every layer's hook, scale, store
         spec["lm"].update(
             hook="+".join(st.hook_name for st in s.stores),

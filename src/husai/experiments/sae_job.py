@@ -44,10 +44,11 @@ from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-SAE_JOB_VERSION = 8  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
+SAE_JOB_VERSION = 9  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
 # 6: metric variants (PW-MCC, hungarian − pwmcc, P&B shared-rate curve), coverage curve and
 # stability by firing frequency; 7: functional correspondence (`functional` block)
 # 8: `probing` (SAEBench's sparse probing on the toy model's labelled tasks)
+# 9: the consensus block, `metrics.variants`
 
 
 def _stack(saes: list[SAE]) -> SAE:
@@ -210,9 +211,10 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
     resolved = SAEConfig.model_validate(spec["sae"]).resolve(x.shape[1])
     acc = stream_quality(sae.encode, x, sae.decode, y)  # = evaluate.quality, counts kept
     qual = acc.result()
+    init = initial_sae(resolved, x, sae.seeds, y)
     out: dict[str, Any] = {
         "config": resolved.model_dump(mode="json"),
-        "consistency": consistency(sae, resolved, m, x, y),
+        "consistency": consistency(sae, resolved, m, x, y, init),
     }
     if spec["downstream"] is not None:
         down = _downstream(job, sae, x if y is None else y, spec["downstream"])
@@ -222,8 +224,11 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
         out["structure"] = _structure(job, sae, spec["downstream"], m)
         if m.functional:
             out["functional"] = _functional(job, sae, spec["downstream"], m)
+    truth = rec = None
     if spec["truth"] is not None:
-        for q, r in zip(qual, recovery_block(sae, _truth(job, spec["truth"])), strict=True):
+        truth = _truth(job, spec["truth"])
+        rec = recovery_block(sae, truth)
+        for q, r in zip(qual, rec, strict=True):
             q.update({f"recovery_{k}": v for k, v in r.items() if isinstance(v, float)})
     traj = job.out_dir / TRAJECTORY_FILE
     if resolved.trajectory_every_epochs and traj.is_file():
@@ -234,6 +239,12 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
         from husai.experiments.probing import toy_probing
 
         out["probing"] = toy_probing(sae, x, y, spec, Path(job.inputs["activations"]), m)
+    if m.consensus and y is None:  # husai consensus takes SAEs, not transcoders
+        from husai.experiments.consensus_block import consensus_block
+
+        mean = out["quality"]["mean"]
+        kw = {"score_rows": x, "refit_rows": x, "single_mean": mean}
+        out["consensus"] = consensus_block(sae, init, m, truth=truth, single_recovery=rec, **kw)
     if spec.get("ood") is not None:  # husai.experiments.gate_data
         from husai.experiments.gate_data import ood_block
 

@@ -110,13 +110,14 @@ DEFAULT_POLICY = Policy(
         ),
         Gate(
             name="ood_drop",
-            needs="a data set with an `ood` split (toy: test or operands)",
+            needs="a data set with an `ood` split (toy: test or operands; lm: an lm.ood corpus)",
             kind="bound",
             metric=PER_SAE + "quality/ood/explained_variance_drop/mean",
             op="<=",
             threshold=0.1,
-            description="OOD drop = EV on the training rows − EV on the data set's `ood` "
-            "rows (seed mean of the per-seed differences) ≤ 0.1, for every SAE config",
+            description="OOD drop = EV on the training rows (an LM set: its held-out tokens) "
+            "− EV on the data set's `ood` rows (seed mean of the per-seed differences) ≤ 0.1, "
+            "for every SAE config",
         ),
         Gate(
             name="random_model_control",

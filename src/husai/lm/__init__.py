@@ -8,10 +8,12 @@ load a model (the `lm` extra)."""
 from husai.lm.adapters import FAMILIES, Adapter, family_of
 from husai.lm.capture import capture
 from husai.lm.corpus import (
+    STDLIB_CODE,
     Contexts,
     Corpus,
     read_corpus,
     read_token_ids,
+    stdlib_code_corpus,
     stdlib_corpus,
     tokenize_contexts,
     tokenizer_hash,
@@ -26,6 +28,7 @@ __all__ = [
     "FAMILIES",
     "KINDS",
     "PACKAGED",
+    "STDLIB_CODE",
     "SUFFIXES",
     "Adapter",
     "Contexts",
@@ -46,6 +49,7 @@ __all__ = [
     "resolve_model_dir",
     "site",
     "splice",
+    "stdlib_code_corpus",
     "stdlib_corpus",
     "store_paths",
     "tokenize_contexts",

@@ -85,6 +85,36 @@ def stdlib_corpus(*, docstrings: bool = False) -> Corpus:
 
 
 _DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+STDLIB_CODE = "stdlib-code"  # the built-in OOD corpus's name (`stdlib_code_corpus`)
+
+
+def stdlib_code_corpus(max_chars: int) -> Corpus:
+    """The Python code of the stdlib's sources (sorted by path, tests skipped), one document
+    per file, with docstrings and comments stripped (`ast.unparse` of the tree without its
+    docstrings): code, where `stdlib_corpus` is documentation prose. Files are read until
+    the documents hold ≥ `max_chars` characters (or the stdlib ends)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs: list[str] = []
+    total = 0
+    for p in sorted(root.rglob("*.py")):
+        if total >= max_chars:
+            break
+        if _SKIP_DIRS & set(p.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(p.read_bytes())
+            for n in ast.walk(tree):
+                if isinstance(n, _DOC_NODES) and ast.get_docstring(n) is not None:
+                    n.body = n.body[1:] or [ast.Pass()]
+            code = ast.unparse(tree).strip()
+        except (SyntaxError, ValueError, OSError, RecursionError):
+            continue
+        if code:
+            docs.append(code)
+            total += len(code)
+    if not docs:
+        raise HusaiError(f"{root}: no Python sources for the {STDLIB_CODE} corpus")
+    return Corpus(name=f"python-{STDLIB_CODE}", documents=tuple(docs))
 
 
 def _module_docstrings(root: Path) -> list[str]:

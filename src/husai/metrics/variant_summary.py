@@ -5,7 +5,8 @@ blocks and scored on the same groups (trained and its random / init baselines):
 - ``hungarian_minus_pwmcc``: per pair, hungarian_mcc − pwmcc (a `summarise_values` block);
 - ``shared_latent_curve``: Paulo & Belrose's shared-latent rate at every threshold of
   ``SHARED_CURVE_THRESHOLDS``, signed and |cos| (per threshold: each group's mean and CI,
-  and trained − baseline with its CI, from `summarise_values`).
+  and trained − baseline with its CI, from `summarise_values`); left out when no encoders
+  are given (its two encoder matchings per pair are the dearest part).
 
 Each number is computed once per pair: the |cos| decoder matchings are `pairwise`'s, the
 signed decoder matching serves both PW-MCC and the signed shared rate.
@@ -46,12 +47,12 @@ _POINT_KEYS = ("mean", "ci_low", "ci_high", "method")
 
 def _group(
     decs: Sequence[ArrayLike],
-    encs: Sequence[ArrayLike],
+    encs: Sequence[ArrayLike] | None,
     pw: dict[str, Any],
     thresholds: Sequence[float],
     block_size: int,
 ) -> dict[str, Any]:
-    """One group's per-pair variant scores (see `variant_groups`)."""
+    """One group's per-pair variant scores (see `variant_groups`; no curve without `encs`)."""
     kw = {"method": HUNGARIAN, "block_size": block_size}
     hs, curve = [], {"signed": [], "absolute": []}
     methods = []
@@ -60,33 +61,44 @@ def _group(
         dec_s = signed_assignment(decs[i], decs[j], **kw)
         hs.append(dec_s.mean)
         methods.append(dec_s.describe())
+        if encs is None:
+            continue
         enc_s = signed_assignment(encs[i], encs[j], **kw)
         curve["signed"].append(shared_from_matchings(enc_s, dec_s, n_a, n_b, thresholds))
         enc_a = assignment(encs[i], encs[j], **kw)
         dec_a = pw["matchings"][(i, j)]
         curve["absolute"].append(shared_from_matchings(enc_a, dec_a, n_a, n_b, thresholds))
     gap = [h - p for h, p in zip(pw["hungarian_mcc"]["values"], pw["pwmcc"]["values"], strict=True)]
-    return {
+    out = {
         "pairs": pw["pairs"],
         "n": pw["n"],
         "hungarian_signed": {"values": hs, "methods": methods},
         "hungarian_minus_pwmcc": {"values": gap},
-        "curve": {k: np.asarray(v, dtype=np.float64) for k, v in curve.items()},
     }
+    if encs is not None:
+        out["curve"] = {k: np.asarray(v, dtype=np.float64) for k, v in curve.items()}
+    return out
 
 
 def variant_groups(
     decoders: Mapping[str, Sequence[ArrayLike]],
-    encoders: Mapping[str, Sequence[ArrayLike]],
+    encoders: Mapping[str, Sequence[ArrayLike]] | None,
     pairwise_results: Mapping[str, dict[str, Any]],
     block_size: int,
     thresholds: Sequence[float] = SHARED_CURVE_THRESHOLDS,
 ) -> dict[str, dict[str, Any]]:
     """Per group: per-pair PW-MCC (signed Hungarian) of the decoders, hungarian_mcc − pwmcc
     (from `pairwise_results`, `summary.pairwise_groups`' output for the same decoders) and the
-    P&B shared rate [pairs, thresholds] signed and absolute (encoder rows: `encoders`)."""
+    P&B shared rate [pairs, thresholds] signed and absolute (encoder rows: `encoders`;
+    None: no encoder matchings and no curve, the cheap `variants: decoder` setting)."""
     return {
-        g: _group(decoders[g], encoders[g], pairwise_results[g], thresholds, block_size)
+        g: _group(
+            decoders[g],
+            None if encoders is None else encoders[g],
+            pairwise_results[g],
+            thresholds,
+            block_size,
+        )
         for g in decoders
     }
 
@@ -117,6 +129,8 @@ def summarise_variants(
         values = {g: r[key]["values"] for g, r in vg.items()}
         out[key] = _block(vg, values, VARIANT_TEXT[key], settings)
     out["hungarian_signed"]["methods"] = vg["trained"]["hungarian_signed"]["methods"]
+    if "curve" not in vg["trained"]:  # `variant_groups` without encoders
+        return out
     curve: dict[str, Any] = {
         "variant": VARIANT_TEXT["shared_latent_curve"],
         "thresholds": [float(t) for t in thresholds],

@@ -29,10 +29,17 @@ def gate_data_lines(name: str, ds: dict[str, Any]) -> list[str]:
         if ood is None:
             continue
         ev_ood = ood["ci"]["explained_variance"]
+        lm = ds["source"] == "lm"
+        rows = (
+            f"the tokens of the corpus `{ood['kind']}` at the same site"
+            if lm
+            else f"{ood['kind']}: {OOD_ROWS[ood['kind']]}"
+        )
+        ref = ("the held-out tokens", "held-out") if lm else ("the training rows", "training")
         lines.append(
-            f"- **{label}** on OOD rows ({ood['kind']}: {OOD_ROWS[ood['kind']]}, {ood['n']} "
-            f"rows): EV {interval(ev_ood)} vs {interval(R.ev(arch))} on the training rows; "
-            f"EV drop (per seed, training − OOD; higher = worse) "
+            f"- **{label}** on OOD rows ({rows}, {ood['n']} "
+            f"rows): EV {interval(ev_ood)} vs {interval(R.ev(arch))} on {ref[0]}; "
+            f"EV drop (per seed, {ref[1]} − OOD; higher = worse) "
             f"{interval(ood['explained_variance_drop'])}. Source: `metrics.json` → "
             f"`datasets.{name}.architectures.{label}.quality.ood`."
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from husai import results as R
+from husai.report.consensus import consensus_lines
 from husai.report.coverage import coverage_lines, layer_lines
 from husai.report.format import interval, level, markdown_table, p_value
 from husai.report.functional import functional_lines
@@ -250,7 +251,8 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     if len({a["config"]["d_sae"] for a in archs.values()}) > 1 and "sweep" not in metrics:
         lines += [f"![PWMCC vs d_sae](figures/d_sae_trend_{name}.png)", ""]
     lines += _trajectory_lines(name, archs) + coverage_lines(name, ds)
-    return lines + functional_lines(name, ds, ci) + probing_lines(name, ds)
+    lines += consensus_lines(name, ds) + functional_lines(name, ds, ci)
+    return lines + probing_lines(name, ds)
 
 
 def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:

@@ -42,6 +42,10 @@ def _has(arch: dict[str, Any]) -> bool:
     return "shared_latent_curve" in arch["consistency"]
 
 
+def _has_table(arch: dict[str, Any]) -> bool:
+    return "hungarian_signed" in arch["consistency"]  # absent with `variants: off`
+
+
 def _cells(block: dict[str, Any]) -> list[str]:
     return [
         interval(block["trained"]),
@@ -60,6 +64,8 @@ def variant_table(arch: dict[str, Any]) -> list[str]:
     c = arch["consistency"]
     rows = [[*ROWS[k], *_cells(c[k])] for k in ROWS if k in c]
     for kind, how in (("signed", "signed cos"), ("absolute", "\\|cos\\|")):
+        if "shared_latent_curve" not in c:  # `variants: decoder`
+            break
         p = _point(c["shared_latent_curve"], kind, SHARED_AT)
         if p is not None:
             name = f"P&B shared rate, {kind} (≥ {SHARED_AT})"
@@ -71,9 +77,10 @@ def variant_table(arch: dict[str, Any]) -> list[str]:
 
 def variants_section(name: str, archs: dict[str, Any], ci: str) -> list[str]:
     """Per SAE configuration: the variant table; then the shared-rate curve figure."""
-    if not archs or not all(_has(a) for a in archs.values()):
+    if not archs:
         return []
-    first = next(iter(archs.values()))["consistency"]["shared_latent_curve"]
+    if not all(_has_table(a) for a in archs.values()):
+        return ["Metric variants not computed (`metrics.variants`: off).", ""]
     lines = [
         f"Metric variants on `{name}` (each row names its variant and direction; trained: mean "
         f"over seed pairs [{ci} seed-bootstrap CI]; random / at-init: the matched baselines' "
@@ -84,7 +91,9 @@ def variants_section(name: str, archs: dict[str, Any], ci: str) -> list[str]:
     ]
     for label, a in archs.items():
         lines += [f"Variants of **{label}**:", "", *variant_table(a), ""]
-    ths = first["thresholds"]
+    if not all(_has(a) for a in archs.values()):
+        return [*lines, "No P&B shared-rate curve: `metrics.variants` is `decoder`.", ""]
+    ths = next(iter(archs.values()))["consistency"]["shared_latent_curve"]["thresholds"]
     lines += [
         f"P&B shared-rate curve (Paulo & Belrose shared-latent rate, signed and \\|cos\\|, at "
         f"thresholds {ths[0]} … {ths[-1]}; higher = more consistent): trained vs matched random "
