@@ -14,6 +14,9 @@ then refit with the decoder frozen for `consensus_refit_epochs` epochs on the tr
 rows, or an evenly spaced sample of an LM store's). Its EV / L0 / dead fraction are scored on
 the rows the quality block scores the single seeds on (`single_seeds_mean`: that block's
 seed means), and on synthetic data its recovery of the true features against the seeds'.
+The block runs on one torch thread: its matmuls and refit steps are small (exact matchings
+up to 8,192 latents are scipy's, single-threaded anyway), several threads cost 5–10× more
+CPU there on a loaded machine, and its numbers then do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from husai.experiments.consensus import (
 from husai.experiments.evaluate import decoders
 from husai.metrics import random_dictionaries, stream_quality
 from husai.metrics.consensus import STABILITY_VARIANT, Group, consensus_groups
+from husai.runtime import single_threaded
 from husai.sae.base import SAE
 
 QUALITY_KEYS = ("explained_variance", "l0", "dead_fraction")
@@ -78,6 +82,7 @@ def _quality(sae: SAE, x: Tensor) -> dict[str, float]:
     return {k: q[k] for k in QUALITY_KEYS}
 
 
+@single_threaded()
 def consensus_block(
     sae: SAE,
     init: SAE,
