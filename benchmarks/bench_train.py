@@ -43,8 +43,9 @@ GEOMETRIES = {  # d_in, d_sae, batch, steps
 K = 32
 
 
-def husai_runner(arch: str, x: torch.Tensor, d_sae: int, batch: int, seeds: int, bf16: bool,
-                 device: str) -> Callable[[], None]:
+def husai_runner(
+    arch: str, x: torch.Tensor, d_sae: int, batch: int, seeds: int, bf16: bool, device: str
+) -> Callable[[], None]:
     cfg = SAEConfig(
         architecture=arch,
         d_sae=d_sae,
@@ -60,8 +61,9 @@ def husai_runner(arch: str, x: torch.Tensor, d_sae: int, batch: int, seeds: int,
     return run
 
 
-def dl_trainer_config(arch: str, steps: int, d_in: int, d_sae: int, seed: int,
-                      device: str) -> dict | None:
+def dl_trainer_config(
+    arch: str, steps: int, d_in: int, d_sae: int, seed: int, device: str
+) -> dict | None:
     """dictionary_learning's counterpart of a husai architecture (None: it has none)."""
     from dictionary_learning.trainers.batch_top_k import BatchTopKTrainer
     from dictionary_learning.trainers.jumprelu import JumpReluTrainer
@@ -69,27 +71,40 @@ def dl_trainer_config(arch: str, steps: int, d_in: int, d_sae: int, seed: int,
     from dictionary_learning.trainers.standard import StandardTrainer
     from dictionary_learning.trainers.top_k import TopKTrainer
 
-    common = {"steps": steps, "activation_dim": d_in, "dict_size": d_sae, "layer": 0,
-              "lm_name": "bench", "device": device, "lr": 1e-3, "warmup_steps": 0}
+    common = {
+        "steps": steps,
+        "activation_dim": d_in,
+        "dict_size": d_sae,
+        "layer": 0,
+        "lm_name": "bench",
+        "device": device,
+        "lr": 1e-3,
+        "warmup_steps": 0,
+    }
     if arch == "topk":
         return {"trainer": TopKTrainer, "k": K, "seed": seed, **common}
     if arch == "batchtopk":
         return {"trainer": BatchTopKTrainer, "k": K, "seed": seed, **common}
     if arch == "matryoshka":  # husai's prefixes 1/16 … 1 as dl's group fractions
         groups = [1 / 16, 1 / 16, 1 / 8, 1 / 4, 1 / 2]
-        return {"trainer": MatryoshkaBatchTopKTrainer, "k": K, "seed": seed,
-                "group_fractions": groups, **common}
+        return {
+            "trainer": MatryoshkaBatchTopKTrainer,
+            "k": K,
+            "seed": seed,
+            "group_fractions": groups,
+            **common,
+        }
     if arch == "relu":
-        return {"trainer": StandardTrainer, "seed": seed, "sparsity_warmup_steps": None,
-                **common}
+        return {"trainer": StandardTrainer, "seed": seed, "sparsity_warmup_steps": None, **common}
     if arch == "jumprelu":
         torch.manual_seed(seed)  # JumpReluTrainer takes no seed
         return {"trainer": JumpReluTrainer, "sparsity_warmup_steps": None, **common}
     return None
 
 
-def dl_runner(arch: str, x: torch.Tensor, d_sae: int, batch: int, seeds: int, bf16: bool,
-              device: str) -> Callable[[], None] | None:
+def dl_runner(
+    arch: str, x: torch.Tensor, d_sae: int, batch: int, seeds: int, bf16: bool, device: str
+) -> Callable[[], None] | None:
     import dictionary_learning.training as dl_training
 
     dl_training.tqdm = lambda it, **_: it  # trainSAE's progress bar off
@@ -124,8 +139,9 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
-def roofline(d_in: int, d_sae: int, batch: int, seeds: int, bf16: bool, device: str,
-             reps: int = 5) -> tuple[float, float]:
+def roofline(
+    d_in: int, d_sae: int, batch: int, seeds: int, bf16: bool, device: str, reps: int = 5
+) -> tuple[float, float]:
     """Seconds per step of the encoder GEMM [S,B,D]×[S,D,F] alone, and of the five dense
     GEMMs of that size a dense implementation needs (medians)."""
     dt = torch.bfloat16 if bf16 else torch.float32
@@ -171,23 +187,29 @@ def bench(geometry: str, arch: str, args: argparse.Namespace) -> None:
                 times[name].append(t)
     rate = {name: tokens / statistics.median(ts) for name, ts in times.items()}
     mode = "bf16" if args.bf16 else "fp32"
-    print(f"{geometry} {d_in}→{d_sae} k {K} batch {batch} × {steps} steps, {args.seeds} seeds, "
-          f"{arch}, {mode}, {args.device}, torch threads {torch.get_num_threads()}, "
-          f"load {os.getloadavg()[0]:.2f}:")
+    print(
+        f"{geometry} {d_in}→{d_sae} k {K} batch {batch} × {steps} steps, {args.seeds} seeds, "
+        f"{arch}, {mode}, {args.device}, torch threads {torch.get_num_threads()}, "
+        f"load {os.getloadavg()[0]:.2f}:"
+    )
     for name, r in rate.items():
         spread = ", ".join(f"{tokens / t / 1e3:.1f}" for t in times[name])
         print(f"  {name:20s} {r / 1e3:8.1f}k SAE-tokens/s   (reps: {spread})")
     if dl is not None:
         ratios = [d / h for h, d in zip(times["husai"], times["dictionary_learning"], strict=True)]
-        print(f"  husai ÷ dictionary_learning: {rate['husai'] / rate['dictionary_learning']:.2f}× "
-              f"(per-pair ratios: {', '.join(f'{r:.2f}' for r in ratios)})")
+        print(
+            f"  husai ÷ dictionary_learning: {rate['husai'] / rate['dictionary_learning']:.2f}× "
+            f"(per-pair ratios: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
     if not args.no_roofline and arch == "topk":
         t_enc, t_five = roofline(d_in, d_sae, batch, args.seeds, args.bf16, args.device)
         per_step = args.seeds * batch
-        print(f"  roofline: encoder GEMM {t_enc * 1e3:.2f} ms/step "
-              f"(≤ {per_step / t_enc / 1e3:.1f}k SAE-tokens/s if all else were free); "
-              f"five dense GEMMs {t_five * 1e3:.2f} ms/step "
-              f"(≤ {per_step / t_five / 1e3:.1f}k); dense-GEMM ratio {t_five / t_enc:.2f}×")
+        print(
+            f"  roofline: encoder GEMM {t_enc * 1e3:.2f} ms/step "
+            f"(≤ {per_step / t_enc / 1e3:.1f}k SAE-tokens/s if all else were free); "
+            f"five dense GEMMs {t_five * 1e3:.2f} ms/step "
+            f"(≤ {per_step / t_five / 1e3:.1f}k); dense-GEMM ratio {t_five / t_enc:.2f}×"
+        )
 
 
 def main() -> None:

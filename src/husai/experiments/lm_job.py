@@ -39,7 +39,8 @@ from husai.experiments.sae_job import quality_block, train_or_load
 from husai.io import load_tensors, tensor_hash
 from husai.store import ActivationStore
 
-LM_JOB_VERSION = 2  # 2: metric variants, coverage curve and stability by firing frequency
+LM_JOB_VERSION = 3  # 2: metric variants, coverage curve and stability by firing frequency;
+# 3: faster TopK training (as SAE_JOB_VERSION 7), the same SAEs up to float rounding
 DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss_recovered_vs_mean")
 COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
 

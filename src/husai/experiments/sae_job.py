@@ -44,9 +44,11 @@ from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-SAE_JOB_VERSION = 6  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
+SAE_JOB_VERSION = 7  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
 # 6: metric variants (PW-MCC, hungarian − pwmcc, P&B shared-rate curve), coverage curve and
-# stability by firing frequency
+# stability by firing frequency; 7: faster TopK training (husai.sae.sparse_ops: top-k ties
+# broken by the lower index, sparse-product gradients; fused Adam for every architecture):
+# the same SAEs up to float rounding
 
 
 def _stack(saes: list[SAE]) -> SAE:

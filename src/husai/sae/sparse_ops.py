@@ -93,9 +93,7 @@ def sparse_t_matmul(flat_RK: Tensor, values_RK: Tensor, dense_RD: Tensor, n_cols
     torch.cumsum(torch.bincount(flat, minlength=n_cols), 0, out=crow[1:])
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
-        A_t = torch.sparse_csr_tensor(
-            crow, order // K, values_RK.reshape(-1)[order], (n_cols, R)
-        )
+        A_t = torch.sparse_csr_tensor(crow, order // K, values_RK.reshape(-1)[order], (n_cols, R))
     return A_t @ dense_RD
 
 

@@ -137,7 +137,7 @@ class TopKSAE(SAE):
         self.aux_k = self.params.aux_k or max(1, self.d_out // 2)
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
-        vals, idx = pre_SBF.topk(self.params.k, dim=-1)
+        vals, idx = topk_rows(pre_SBF, self.params.k)  # the training path's selection
         return torch.zeros_like(pre_SBF).scatter_(-1, idx, torch.relu(vals))
 
     def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
