@@ -11,7 +11,9 @@ husai's `train_sae` (all seeds as one stacked ensemble) against dictionary_learn
 `trainSAE` (the `interop` extra; one trainer per seed, each fed every batch). Repetitions
 are interleaved (husai, dl, dl, husai, …) so that load from other processes hits both
 alike; the figures are medians over repetitions. SAE-tokens/s = seeds × rows / wall
-seconds of the whole call (init and data-dependent init included on both sides).
+seconds of the whole call (init and data-dependent init included on both sides). Beside it,
+the CPU-time ratio (process CPU seconds, all threads): on a machine shared with other jobs,
+wall time mostly measures the scheduler, CPU time the work done.
 
 Geometries: toy 128 → 1024 (batch 256, 320 steps); lm 576 → 4608 (batch 4096, 24 steps);
 k 32, 5 seeds. `--bf16`: husai `precision: bf16` (bf16 matmuls, float32 weights and Adam)
@@ -131,12 +133,13 @@ def dl_runner(
     return run
 
 
-def timed(fn: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[], None]) -> tuple[float, float]:
+    """(wall, CPU) seconds of fn()."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def roofline(
@@ -162,8 +165,8 @@ def roofline(
         torch.bmm(c.transpose(1, 2), x)  # d W_enc = d preᵀ · x
 
     enc(), five()
-    t_enc = statistics.median(timed(enc) for _ in range(reps))
-    t_five = statistics.median(timed(five) for _ in range(reps))
+    t_enc = statistics.median(timed(enc)[0] for _ in range(reps))
+    t_five = statistics.median(timed(five)[0] for _ in range(reps))
     return t_enc, t_five
 
 
@@ -179,12 +182,14 @@ def bench(geometry: str, arch: str, args: argparse.Namespace) -> None:
         runners["dictionary_learning"] = dl
     tokens = args.seeds * rows
     times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
     order = list(runners)
     for rep in range(args.reps + 1):  # rep 0 warms up, not counted
         for name in order if rep % 2 == 0 else order[::-1]:
-            t = timed(runners[name])  # train_sae runs under husai.runtime.deterministic
+            t, c = timed(runners[name])  # train_sae runs under husai.runtime.deterministic
             if rep:
                 times[name].append(t)
+                cpu[name].append(c)
     rate = {name: tokens / statistics.median(ts) for name, ts in times.items()}
     mode = "bf16" if args.bf16 else "fp32"
     print(
@@ -194,12 +199,18 @@ def bench(geometry: str, arch: str, args: argparse.Namespace) -> None:
     )
     for name, r in rate.items():
         spread = ", ".join(f"{tokens / t / 1e3:.1f}" for t in times[name])
-        print(f"  {name:20s} {r / 1e3:8.1f}k SAE-tokens/s   (reps: {spread})")
+        print(
+            f"  {name:20s} {r / 1e3:8.1f}k SAE-tokens/s   (reps: {spread}; "
+            f"CPU {statistics.median(cpu[name]):.1f} s a run)"
+        )
     if dl is not None:
-        ratios = [d / h for h, d in zip(times["husai"], times["dictionary_learning"], strict=True)]
+        pairs = zip(times["husai"], times["dictionary_learning"], strict=True)
+        ratios = [d / h for h, d in pairs]
+        cpu_ratio = statistics.median(cpu["dictionary_learning"]) / statistics.median(cpu["husai"])
         print(
             f"  husai ÷ dictionary_learning: {rate['husai'] / rate['dictionary_learning']:.2f}× "
-            f"(per-pair ratios: {', '.join(f'{r:.2f}' for r in ratios)})"
+            f"(per-pair ratios: {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"CPU-time ratio {cpu_ratio:.2f}×)"
         )
     if not args.no_roofline and arch == "topk":
         t_enc, t_five = roofline(d_in, d_sae, batch, args.seeds, args.bf16, args.device)

@@ -85,9 +85,13 @@ def sparse_t_matmul(flat_RK: Tensor, values_RK: Tensor, dense_RD: Tensor, n_cols
     """[n_cols, D]: Aᵀ · dense with A = csr_rows(flat, values): row f sums
     values[r, j] · dense[r] over the (r, j) with flat[r, j] = f, in order of r (0 where f
     never occurs). Aᵀ is built as a CSR matrix itself (an int64 radix sort of flat), which
-    torch multiplies row by row — the same sums in the same order as an index_add."""
+    torch multiplies row by row — the same sums in the same order as an index_add (which it
+    stays off the CPU, where this is untested)."""
     R, K = flat_RK.shape
     flat = flat_RK.reshape(-1)
+    if flat.device.type != "cpu":  # off the CPU: the index_add this replaces
+        contrib = (values_RK.unsqueeze(-1) * dense_RD.unsqueeze(1)).reshape(R * K, -1)
+        return dense_RD.new_zeros(n_cols, dense_RD.shape[1]).index_add_(0, flat, contrib)
     order = torch.sort(flat, stable=True).indices
     crow = torch.zeros(n_cols + 1, dtype=torch.long, device=flat.device)
     torch.cumsum(torch.bincount(flat, minlength=n_cols), 0, out=crow[1:])
