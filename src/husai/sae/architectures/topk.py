@@ -1,9 +1,10 @@
 """TopK SAE (Gao et al. 2024): keep the k largest pre-activations (ReLU'd), zero the rest.
 
 Training exploits the k-sparsity. The one dense matmul is the forward selection of the
-k latents; everything else touches only the k chosen rows: the reconstruction sums k
-gathered decoder rows (`embedding_bag`), and the encoder's backward scatters into the k
-chosen encoder rows (`_TopKEncode`) instead of a dense [B, F] × [F, D] product.
+k latents (`husai.sae.sparse_ops.topk_rows`: threshold, then select; ties to the lower
+index); everything else touches only the k chosen rows: the reconstruction sums k gathered
+decoder rows (`embedding_bag`), and both weight gradients are one sparse product over the
+k chosen rows (`_TopKEncode`, `SparseDecode`) instead of a dense [B, F] × [F, D] product.
 
 AuxK (Gao et al. 2024, appendix A.2), for the whole TopK family, off unless
 `auxk_coefficient` > 0: a buffer counts, per seed and latent, the training tokens since the
