@@ -47,10 +47,11 @@ from husai.io import load_tensors, tensor_hash
 from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-LM_JOB_VERSION = 5  # 2: metric variants, coverage curve and stability by firing frequency;
+LM_JOB_VERSION = 6  # 2: metric variants, coverage curve and stability by firing frequency;
 # 3: functional correspondence (`functional` block); 4: `probing` (SAEBench's sparse probing
 # on the held-out tokens' properties); 5: the consensus block, `metrics.variants`, EV on the
 # `lm.ood` corpus (quality.ood)
+# 6: faster TopK training (as SAE_JOB_VERSION 10), the same SAEs up to float rounding
 DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss_recovered_vs_mean")
 COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
 

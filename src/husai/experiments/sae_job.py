@@ -41,14 +41,17 @@ from husai.sae import load as load_sae
 from husai.sae import train_sae
 from husai.sae.base import SAE
 from husai.sae.io import CFG_FILE, save_seeds, seed_dir
-from husai.sae.trainer import initial_sae
+from husai.sae.trainer import TRAINER_VERSION, initial_sae
 from husai.store import ActivationStore
 
-SAE_JOB_VERSION = 9  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
+SAE_JOB_VERSION = 10  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
 # 6: metric variants (PW-MCC, hungarian − pwmcc, P&B shared-rate curve), coverage curve and
 # stability by firing frequency; 7: functional correspondence (`functional` block)
 # 8: `probing` (SAEBench's sparse probing on the toy model's labelled tasks)
 # 9: the consensus block, `metrics.variants`
+# 10: faster TopK training (husai.sae.sparse_ops: top-k ties broken by the lower index,
+# sparse-product gradients; fused Adam for every architecture): the same SAEs up to float
+# rounding
 
 
 def _stack(saes: list[SAE]) -> SAE:
@@ -84,6 +87,7 @@ def train_or_load(
     cfg.json."""
     y, tc = target if target is not None else (None, None)
     key_src: dict[str, Any] = {"sae": sae_cfg.model_dump(mode="json"), "activations": x_hash}
+    key_src["trainer"] = TRAINER_VERSION
     if device != "cpu":
         key_src["device"] = device
     if lm_metadata:

@@ -1,9 +1,10 @@
 """TopK SAE (Gao et al. 2024): keep the k largest pre-activations (ReLU'd), zero the rest.
 
 Training exploits the k-sparsity. The one dense matmul is the forward selection of the
-k latents; everything else touches only the k chosen rows: the reconstruction sums k
-gathered decoder rows (`embedding_bag`), and the encoder's backward scatters into the k
-chosen encoder rows (`_TopKEncode`) instead of a dense [B, F] × [F, D] product.
+k latents (`husai.sae.sparse_ops.topk_rows`: threshold, then select; ties to the lower
+index); everything else touches only the k chosen rows: the reconstruction sums k gathered
+decoder rows (`embedding_bag`), and both weight gradients are one sparse product over the
+k chosen rows (`_TopKEncode`, `SparseDecode`) instead of a dense [B, F] × [F, D] product.
 
 AuxK (Gao et al. 2024, appendix A.2), for the whole TopK family, off unless
 `auxk_coefficient` > 0: a buffer counts, per seed and latent, the training tokens since the
@@ -35,6 +36,7 @@ from torch import Tensor
 
 from husai.sae.base import SAE, ArchParams
 from husai.sae.registry import register
+from husai.sae.sparse_ops import SparseDecode, sparse_t_matmul, topk_rows
 
 if TYPE_CHECKING:
     from husai.sae.config import SAEConfig
@@ -76,7 +78,7 @@ class _TopKEncode(torch.autograd.Function):
         S, F, D = W_enc.shape
         x_c = x - b_dec.unsqueeze(1)
         pre_SBF = torch.bmm(x_c, W_enc.transpose(1, 2)).add_(b_enc.unsqueeze(1))
-        vals_SBK, idx_SBK = pre_SBF.topk(k, dim=-1)
+        vals_SBK, idx_SBK = topk_rows(pre_SBF, k)
         vals_SBK = vals_SBK.clamp_min_(0)
         flat_SBK = idx_SBK + (torch.arange(S, device=x.device) * F).view(S, 1, 1)
         ctx.save_for_backward(x_c, W_enc, flat_SBK, vals_SBK)
@@ -102,9 +104,10 @@ class _TopKEncode(torch.autograd.Function):
             ).view(S, B, D)
         if ctx.needs_input_grad[1]:
             grad_b_dec = -torch.bmm(g_SF.unsqueeze(1), W_enc).squeeze(1)
-        if ctx.needs_input_grad[2]:
-            contrib = (g_SBK.unsqueeze(-1) * x_c.unsqueeze(2)).reshape(-1, D)
-            grad_W = W_enc.new_zeros(S * F, D).index_add_(0, flat, contrib).view(S, F, D)
+        if ctx.needs_input_grad[2]:  # Σ_b g_bf x_b: one sparse product over the K per row
+            grad_W = sparse_t_matmul(
+                flat_SBK.reshape(S * B, K), g_SBK.reshape(S * B, K), x_c.reshape(S * B, D), S * F
+            ).view(S, F, D)
         grad_b_enc = g_SF if ctx.needs_input_grad[3] else None
         return grad_x, grad_b_dec, grad_W, grad_b_enc, None
 
@@ -135,7 +138,7 @@ class TopKSAE(SAE):
         self.aux_k = self.params.aux_k or max(1, self.d_out // 2)
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
-        vals, idx = pre_SBF.topk(self.params.k, dim=-1)
+        vals, idx = topk_rows(pre_SBF, self.params.k)  # the training path's selection
         return torch.zeros_like(pre_SBF).scatter_(-1, idx, torch.relu(vals))
 
     def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
@@ -146,12 +149,15 @@ class TopKSAE(SAE):
     def sparse_decode(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
         """Sum of the K chosen decoder rows (embedding_bag; its backward touches only them)."""
         S, B, K = vals_SBK.shape
-        out = fn.embedding_bag(
+        args = (
+            vals_SBK.reshape(S * B, K).to(self.W_dec.dtype),  # bf16 autocast
             flat_SBK.reshape(S * B, K),
             self.W_dec.reshape(S * self.d_sae, self.d_out),
-            per_sample_weights=vals_SBK.reshape(S * B, K).to(self.W_dec.dtype),  # bf16 autocast
-            mode="sum",
         )
+        if self.W_dec.device.type == "cpu":
+            out = SparseDecode.apply(*args)
+        else:
+            out = fn.embedding_bag(args[1], args[2], per_sample_weights=args[0], mode="sum")
         return out.view(S, B, self.d_out) + self.b_dec.unsqueeze(1)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:

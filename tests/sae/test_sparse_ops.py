@@ -1,0 +1,124 @@
+"""The TopK family's fast kernels (husai.sae.sparse_ops) against plain torch references:
+values, indices and gradients, on random inputs, ties and k = d_sae; bf16 training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as fn
+from _sae_truth import recovery_l0_ev, train_on_synthetic_truth
+
+from husai.config import SAEConfig
+from husai.sae import build_sae
+from husai.sae.sparse_ops import SparseDecode, sparse_t_matmul, topk_rows
+
+
+def _reference_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The documented rule: values descending, ties by the lower index (a stable sort)."""
+    vals, idx = pre.sort(dim=-1, descending=True, stable=True)
+    return vals[..., :k], idx[..., :k]
+
+
+def _inputs() -> dict[str, tuple[torch.Tensor, int]]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "gaussian": (torch.randn(3, 50, 1024, generator=g), 32),
+        "lm width": (torch.randn(1, 8, 4608, generator=g), 32),
+        "small": (torch.randn(2, 9, 40, generator=g), 5),
+        "ties": (torch.randint(-3, 4, (2, 30, 64), generator=g).float(), 8),
+        "all equal": (torch.zeros(4, 64), 6),
+        "k = d_sae": (torch.randint(-2, 3, (3, 16), generator=g).float(), 16),
+        "F no divisor": (torch.randn(5, 37, generator=g), 4),
+        "bf16 (ties)": (torch.randn(4, 256, generator=g).bfloat16(), 8),
+    }
+
+
+@pytest.mark.parametrize("case", list(_inputs()))
+def test_topk_rows_equals_torch_topk(case: str) -> None:
+    pre, k = _inputs()[case]
+    vals, idx = topk_rows(pre, k)
+    ref_vals, ref_idx = pre.topk(k, dim=-1)
+    assert torch.equal(vals, ref_vals)  # values: always torch.topk's, descending
+    assert torch.equal(pre.gather(-1, idx), vals)  # each index holds its value
+    assert (idx.sort(-1).values.diff(dim=-1) > 0).all()  # k distinct latents
+    if case in ("gaussian", "lm width", "small"):  # no ties: torch.topk's indices
+        assert torch.equal(idx, ref_idx)
+    if case not in ("k = d_sae", "F no divisor"):  # fast path: the documented tie rule
+        assert torch.equal(idx, _reference_topk(pre, k)[1])
+
+
+def test_topk_rows_nan_falls_back_to_torch() -> None:
+    pre = torch.randn(3, 256)
+    pre[1, 7] = torch.nan
+    vals, idx = topk_rows(pre, 8)
+    ref_vals, ref_idx = pre.topk(8, dim=-1)
+    assert torch.equal(idx, ref_idx) and torch.equal(vals.isnan(), ref_vals.isnan())
+
+
+def test_sparse_t_matmul_equals_index_add_and_dense() -> None:
+    g = torch.Generator().manual_seed(1)
+    R, K, D, N = 60, 5, 7, 40
+    flat = torch.stack([torch.randperm(N, generator=g)[:K] for _ in range(R)])
+    vals, dense = torch.randn(R, K, generator=g), torch.randn(R, D, generator=g)
+    out = sparse_t_matmul(flat, vals, dense, N)
+    contrib = (vals.unsqueeze(-1) * dense.unsqueeze(1)).reshape(-1, D)
+    by_index_add = torch.zeros(N, D).index_add_(0, flat.reshape(-1), contrib)
+    assert torch.equal(out, by_index_add)  # same sums in the same order
+    codes = torch.zeros(R, N).scatter_(1, flat, vals)
+    assert torch.allclose(out, codes.T @ dense, atol=1e-5)
+
+
+def test_sparse_decode_gradients_equal_embedding_bag() -> None:
+    g = torch.Generator().manual_seed(2)
+    R, K, D, N = 6, 3, 4, 15
+    flat = torch.stack([torch.randperm(N, generator=g)[:K] for _ in range(R)])
+    vals = torch.rand(R, K, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(N, D, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, w: SparseDecode.apply(v, flat, w), (vals, W))
+    up = torch.randn(R, D, generator=g, dtype=torch.float64)
+    out = SparseDecode.apply(vals, flat, W)
+    grads = torch.autograd.grad(out, (vals, W), up)
+    ref = fn.embedding_bag(flat, W, per_sample_weights=vals, mode="sum")
+    assert torch.equal(out, ref)
+    for a, b in zip(grads, torch.autograd.grad(ref, (vals, W), up), strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "k = d_sae"])
+def test_topk_training_path_equals_dense_autograd(case: str) -> None:
+    """TopKSAE.loss (fast selection, sparse backward) against dense codes built from the
+    reference selection and plain autograd: loss and every gradient."""
+    d_sae, k = (16, 16) if case == "k = d_sae" else (64, 6)
+    sae = build_sae(SAEConfig(architecture="topk", d_sae=d_sae, k=k), 8, [3, 4])
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 40, 8, generator=g)
+    with torch.no_grad():
+        sae.b_enc.normal_(generator=g)
+        sae.b_dec.normal_(generator=g)
+        if case == "ties":  # integer weights and inputs: many tied pre-activations
+            sae.W_enc.copy_(torch.randint(-1, 2, sae.W_enc.shape, generator=g).float())
+            sae.b_enc.zero_()
+            sae.b_dec.zero_()
+            x = torch.randint(-1, 2, x.shape, generator=g).float()
+    fast, _ = sae.loss(x)
+    fast.sum().backward()
+    g_fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    sae.zero_grad()
+    pre = torch.baddbmm(sae.b_enc.unsqueeze(1), x - sae.b_dec.unsqueeze(1), sae.W_enc.mT)
+    vals, idx = _reference_topk(pre, k)
+    codes = torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+    recon = torch.baddbmm(sae.b_dec.unsqueeze(1), codes, sae.W_dec)
+    dense = (recon - x).pow(2).sum(-1).mean(-1)
+    dense.sum().backward()
+    assert torch.allclose(fast, dense, atol=1e-5)
+    for n, p in sae.named_parameters():
+        assert torch.allclose(g_fast[n], p.grad, atol=1e-5), n
+
+
+def test_bf16_topk_recovers_synthetic_truth() -> None:
+    cfg = SAEConfig(
+        architecture="topk", d_sae=64, k=2, epochs=20, batch_size=256, lr=3e-3, precision="bf16"
+    )
+    sae, x, true_FD = train_on_synthetic_truth(cfg)
+    mcc, l0, ev = recovery_l0_ev(sae, x, true_FD)
+    assert mcc >= 0.9, (mcc, l0, ev)
