@@ -55,3 +55,18 @@ def test_tiny_run_functional_blocks_and_report(tiny_run: Path) -> None:
         row = next(r for r in report.splitlines() if r.startswith(f"| {label} | ablation"))
         assert interval(f["ablation"]["matched"]) in row
         assert f"| {f['ablation']['matched']['n']} (" in row
+        # matched pairs split by the sign of their decoder cosine, recounted from the samples
+        signed = [s["cos_signed"] for s in f["samples"]]
+        for key, part in (
+            ("ablation_r", f["ablation"]),
+            ("steering_r", f["steering"]["correlation"]),
+        ):
+            neg, pos = part["by_sign"]
+            vals = [s[key][0] for s in f["samples"]]
+            assert neg["count"] == sum(
+                c < 0 and v is not None for c, v in zip(signed, vals, strict=True)
+            )
+            assert pos["count"] == sum(
+                c >= 0 and v is not None for c, v in zip(signed, vals, strict=True)
+            )
+        assert "Matched pairs by the sign of their decoder cosine" in report

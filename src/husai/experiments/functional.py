@@ -57,6 +57,9 @@ SAMPLING = (
     "rank of their matched |cos| (so every |cos| level is drawn); latents that never fire on "
     "the probe set (no ablation effect) are not sampled"
 )
+# matched pairs split by the sign of their decoder cosine: a |cos| matching also pairs a
+# latent with one writing the opposite direction (signed cos < 0), which steers the other way
+SIGN_EDGES = (-1.0, 0.0, 1.0)
 
 
 @dataclass
@@ -236,6 +239,14 @@ def functional_block(
 
     boot = {"level": m.ci_level, "n_resamples": m.n_bootstrap, "seed": m.baseline_seed}
     cos = [row[4] for row in rows]
+    signed = [
+        float(
+            fn.cosine_similarity(
+                ones[pairs[k][0]].W_dec[0, i], ones[pairs[k][1]].W_dec[0, j], dim=0
+            )
+        )
+        for k, i, j, _, _ in rows
+    ]
     abl_m, abl_r = scores(fp, 2, row_correlations), scores(fp, 3, row_correlations)
     st_m, st_r = scores(st, 2, row_correlations), scores(st, 3, row_correlations)
 
@@ -258,11 +269,13 @@ def functional_block(
             "undefined (left out, counted) where a partner never fires on the probe set",
             **compare_pairs(abl_m, abl_r, **boot),
             "by_cos": by_cos(cos, abl_m, **boot),
+            "by_sign": by_cos(signed, abl_m, SIGN_EDGES, **boot),
         },
         "steering": {
             "correlation": {
                 "score": "Pearson r of the partners' steering effects (higher = more alike)",
                 **compare_pairs(st_m, st_r, **boot),
+                "by_sign": by_cos(signed, st_m, SIGN_EDGES, **boot),
             },
             "top_agreement": {
                 "score": f"share of the top-{probe.top_k} raised outputs in common (higher = "
@@ -286,11 +299,7 @@ def functional_block(
                 "matched": j,
                 "random": r,
                 "cos": c,
-                "cos_signed": float(
-                    fn.cosine_similarity(
-                        ones[pairs[k][0]].W_dec[0, i], ones[pairs[k][1]].W_dec[0, j], dim=0
-                    )
-                ),
+                "cos_signed": signed[t],
                 "ablation_r": [_num(abl_m[t]), _num(abl_r[t])],
                 "steering_r": [_num(st_m[t]), _num(st_r[t])],
             }

@@ -106,6 +106,7 @@ def functional_lines(name: str, ds: dict[str, Any], ci: str) -> list[str]:
         *markdown_table(header, rows),
         "",
         *_by_cos_lines(archs),
+        *_by_sign_lines(archs),
         f"![functional correspondence](figures/functional_{name}.png)",
         "",
     ]
@@ -125,6 +126,35 @@ def _by_cos_lines(archs: dict[str, Any]) -> list[str]:
         "Matched pairs' ablation fingerprint r (mean, number of pairs) by their decoder |cos|:",
         "",
         *markdown_table(["SAE", *[f"matched cos in {b}" for b in bins]], rows),
+        "",
+    ]
+
+
+def _by_sign_lines(archs: dict[str, Any]) -> list[str]:
+    """Matched pairs' r split by the sign of their decoder cosine (older runs: none)."""
+    if not all("by_sign" in b["ablation"] for b in archs.values()):
+        return []
+
+    def cell(b: dict[str, Any]) -> str:
+        if b["score"] is None:
+            return f"– (n={b['count']})"
+        s = b["score"]
+        return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] (n={b['count']})"
+
+    rows = [
+        [label, what, *[cell(b) for b in part["by_sign"]]]
+        for label, block in archs.items()
+        for what, part in (
+            ("ablation r", block["ablation"]),
+            ("steering r", block["steering"]["correlation"]),
+        )
+    ]
+    head = ["SAE", "score", "signed cos < 0 (anti-aligned)", "signed cos ≥ 0 (aligned)"]
+    return [
+        "Matched pairs by the sign of their decoder cosine (a |cos| matching also pairs latents "
+        "that write opposite directions; higher = more alike; mean [CI], pairs with a defined r):",
+        "",
+        *markdown_table(head, rows),
         "",
     ]
 
