@@ -91,6 +91,8 @@ def test_lm_run_end_to_end_is_deterministic_and_reuses_the_extraction(
     base = arch["downstream_baselines"]
     assert base["clean"]["loss"] < base["zero_ablated"]["loss"] or True  # random model
     assert arch["lm_eval"]["n_replaced_tokens"] == 4 * 15
+    probing = arch["probing"]  # 6 token properties + 3 frequent tokens; 60 tokens: all skipped
+    assert probing["n_tasks"] == 9 and probing["rows"].startswith("60 held-out tokens")
 
     cfg_json = read_json(tmp_path / "a" / arch["saes"]["1"] / "cfg.json")
     assert cfg_json["model_name"] == str(model_dir)
