@@ -20,8 +20,16 @@ SEAL = "record_sha256"
 
 
 def _digest(record: dict[str, Any], key: str) -> str:
-    body = {k: v for k, v in record.items() if k != key}
-    return hashlib.sha256(dumps_json(body).encode()).hexdigest()
+    return canonical_sha256({k: v for k, v in record.items() if k != key})
+
+
+def canonical_sha256(obj: Any) -> str:
+    """sha256 of `obj`'s canonical JSON; "" (which matches no seal) when it has none (NaN or
+    ±inf: a damaged record husai never wrote)."""
+    try:
+        return hashlib.sha256(dumps_json(obj).encode()).hexdigest()
+    except ValueError:
+        return ""
 
 
 def seal(record: dict[str, Any], key: str = SEAL) -> dict[str, Any]:
@@ -44,7 +52,7 @@ def read_sealed(path: Path, key: str = SEAL) -> tuple[Any, bool | None]:
     A file that does not parse is a HusaiError naming it."""
     record = read_json(path)
     ok = seal_ok(record, key)
-    if ok is not None and dumps_json(record) != Path(path).read_text():
+    if ok and dumps_json(record) != Path(path).read_text():
         ok = False
     return record, ok
 

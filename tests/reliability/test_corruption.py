@@ -7,6 +7,7 @@ One shared tiny run (module fixture); each case corrupts a copy of it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -323,3 +324,25 @@ def test_corrupt_converted_model_is_converted_again(
     assert len(notes) == 1 and notes[0].startswith("note: ") and name in notes[0], notes
     assert len(fake_packaged) == 2
     assert {f.name: f.read_bytes() for f in out.iterdir()} == originals
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN"])
+def test_sealed_cfg_with_a_non_finite_value_is_refused(
+    base: Path, tmp_path: Path, value: str
+) -> None:
+    """A sealed cfg.json whose field became ±inf / NaN (JSON has no canonical form for them,
+    so its seal cannot be recomputed) is refused as corrupt, not a ValueError traceback;
+    found by test_fuzz_files (`apply_b_dec_to_input: inf`)."""
+    from husai.integrity import read_sealed, seal
+    from husai.sae import load
+
+    seed = tmp_path / "seed_1"
+    shutil.copytree(base / "run" / JOB / "seed_1", seed)
+    cfg = json.loads((seed / "cfg.json").read_text())
+    cfg["apply_b_dec_to_input"] = json.loads(value)
+    (seed / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(HusaiError, match="cfg.json: does not match its checksum"):
+        load(seed)
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({**seal({"x": 1.0}), "x": json.loads(value)}))
+    assert read_sealed(record)[1] is False

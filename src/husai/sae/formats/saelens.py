@@ -26,7 +26,6 @@ top-level keys and read back into `sae.lm_metadata`.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from husai.errors import HusaiError
+from husai.integrity import canonical_sha256
 from husai.io import dumps_json, load_tensors, read_json, save_tensors, sha256_file, write_json
 from husai.sae.base import SAE
 from husai.sae.config import SAEConfig, format_error
@@ -124,7 +124,7 @@ def save(
 def _cfg_digest(cfg: dict[str, Any]) -> str:
     """sha256 of a cfg.json's canonical JSON without husai's `cfg_sha256` (its seal)."""
     own = {k: v for k, v in cfg["husai"].items() if k != "cfg_sha256"}
-    return hashlib.sha256(dumps_json({**cfg, "husai": own}).encode()).hexdigest()
+    return canonical_sha256({**cfg, "husai": own})
 
 
 def _check_sealed(raw: dict[str, Any], cfg_file: Path, weights_file: Path) -> None:
