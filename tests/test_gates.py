@@ -4,6 +4,7 @@ CLI on tiny runs (exit 0 / 1 / 2), and the gates' data (random-model control, OO
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -232,3 +233,32 @@ def test_gate_data_random_model_control_and_ood(
 def test_bad_gate_data_config_is_one_line(extra: dict, msg: str) -> None:
     with pytest.raises(HusaiError, match=msg):
         parse_run_config(extra)
+
+
+def test_run_writes_gate_json_and_the_report_shows_it(tiny_run: Path, tmp_path: Path) -> None:
+    """`husai run` evaluates the default policy into gate.json; report.md's release-gate
+    table shows every gate's status and evidence as gate.json has them; `husai gate
+    --policy` re-evaluates and redraws the section; a stale gate.json is not shown."""
+    gate = json.loads((tiny_run / "gate.json").read_text())
+    assert (
+        gate["metrics_sha256"]
+        == hashlib.sha256((tiny_run / "metrics.json").read_bytes()).hexdigest()
+    )
+    report = (tiny_run / "report.md").read_text()
+    section = report.split("## Release gates", 1)[1].split("## ", 1)[0]
+    for g in gate["gates"]:
+        row = next(r for r in section.splitlines() if r.startswith(f"| `{g['name']}` |"))
+        assert f"**{g['status']}**" in row
+        for e in g["evidence"][:1]:
+            assert f"`{e['paths'][0]}`" in row
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    lenient = {"gates": [{"name": "ev", "kind": "bound", "metric": EV, "threshold": 0.1}]}
+    r = runner.invoke(app, ["gate", str(run), "--policy", str(_write(tmp_path, lenient))])
+    assert r.exit_code == 0, r.output
+    section = (run / "report.md").read_text().split("## Release gates", 1)[1]
+    assert "every required gate passes" in section and "| `ev` | yes | **pass** |" in section
+    from husai.report.gates import gate_lines
+
+    lines = gate_lines(json.loads((run / "gate.json").read_text()), "0" * 64)
+    assert any("stale" in line for line in lines)

@@ -32,7 +32,7 @@ ROOMS = {
 }
 # room → rooms it must never import (directly or through another module)
 FORBIDDEN = {
-    "report": {"metrics", "sae", "experiments", "toy", "lm"},
+    "report": {"metrics", "sae", "experiments", "toy", "lm", "gates"},
     "metrics": {"sae", "toy", "experiments", "report", "lm"},
     "results": {"metrics", "sae", "toy", "experiments", "report", "config", "lm"},
     "sae": {"experiments", "report", "toy", "lm"},

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+# a run directory's release-gate results (husai.gates writes it, husai.report formats it)
+GATE_FILE = "gate.json"
+
 
 class Interval(TypedDict, total=False):
     """A point estimate with its confidence interval."""

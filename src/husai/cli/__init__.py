@@ -595,6 +595,10 @@ def gate(
     result = gate_run(run_dir, load_policy(policy))
     stdout().print(gate_table(result))
     typer.echo(f"wrote {run_dir / GATE_FILE}")
+    if (run_dir / "report.md").is_file():  # its release-gate section shows this policy's
+        from husai.report import render
+
+        typer.echo(f"wrote {render(run_dir)}")
     if not result["passed"]:
         raise typer.Exit(1)
 

@@ -348,6 +348,9 @@ def _run(
         metrics["datasets"][data.name] = {**data.info, "architectures": archs}
     metrics.update(aggregate(metrics, cfg.metrics))
     write_json(run_dir / "metrics.json", metrics)
+    from husai.gates import DEFAULT_POLICY, gate_run
+
+    gate_run(run_dir, DEFAULT_POLICY)  # gate.json: the report's release-gate section
 
     manifest = _manifest(cfg, timer, jobs, summary)
     extraction = {d.name: d.lm.extraction for d in datasets if d.lm is not None}

@@ -10,8 +10,8 @@ from typing import Any
 from husai.errors import HusaiError
 from husai.gates.policy import OPS, PER_SAE, Gate, Policy
 from husai.io import config_hash, read_json, sha256_file, write_json
+from husai.results import GATE_FILE
 
-GATE_FILE = "gate.json"
 # blocks a run may lack (a policy may name them; their gates are then missing, not errors)
 OPTIONAL = ("datasets/*/architectures/*/quality/ood/**", "external_benchmarks/**")
 

@@ -12,9 +12,11 @@ from husai.report import figures
 from husai.report.coverage import coverage_figures
 from husai.report.format import level
 from husai.report.functional import functional_figure
+from husai.report.gates import gate_lines
 from husai.report.markdown import render_markdown
 from husai.report.sweep import sweep_figures
 from husai.report.variants import shared_rate_figure
+from husai.results import GATE_FILE
 
 
 def in_config_order(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -78,4 +80,7 @@ def render(run_dir: Path) -> Path:
         toy = metrics["toy_model"]
         figures.fourier_spectrum(toy["fourier"], fig_dir / "fourier_spectrum.png")
         figures.training_curve(toy["history"], fig_dir / "training_curve.png")
-    return write_text(run_dir / "report.md", render_markdown(metrics, manifest))
+    gate_path = run_dir / GATE_FILE
+    gate = read_json(gate_path) if gate_path.is_file() else None
+    gates = gate_lines(gate, sha256_file(run_dir / "metrics.json"))
+    return write_text(run_dir / "report.md", render_markdown(metrics, manifest, gates))

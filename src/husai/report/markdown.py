@@ -255,7 +255,10 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
     return lines + probing_lines(name, ds)
 
 
-def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) -> str:
+def render_markdown(
+    metrics: dict[str, Any], manifest: dict[str, Any] | None, gates: list[str] | None = None
+) -> str:
+    """report.md; `gates`: the release-gate section's lines (husai.report.gates)."""
     lines = [
         "# husai run report",
         "",
@@ -290,7 +293,7 @@ def render_markdown(metrics: dict[str, Any], manifest: dict[str, Any] | None) ->
         lines += sweep_section(metrics)
     for name, ds in metrics["datasets"].items():
         lines += _dataset_section(name, ds, metrics)
-    lines += layer_lines(metrics)
+    lines += layer_lines(metrics) + (gates or [])
     if manifest:
         t = manifest.get("timings_seconds", [])
         lines += [
