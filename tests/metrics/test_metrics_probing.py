@@ -16,6 +16,7 @@ from husai.metrics.probing import (
     logistic_regression,
     probe_task,
     roc_auc,
+    sparse_probes,
     sparse_probing,
     top_k_mean_diff,
 )
@@ -161,3 +162,19 @@ def test_sparse_probing_tallies_wins_losses_and_ties() -> None:
     assert tally["wins"] + tally["losses"] + tally["ties"] == 2
     with pytest.raises(HusaiError, match="≥ 1"):
         sparse_probing(x, labels, {}, [0])
+
+
+def test_sources_narrower_than_k_use_all_their_columns_and_match_their_own_fit() -> None:
+    """A source with fewer columns than k (a 16-latent SAE beside 20 raw dimensions; found by
+    the sweep tests) is probed on all of them, as it would be alone."""
+    g = torch.Generator().manual_seed(3)
+    y = torch.rand(80, generator=g) < 0.5
+    wide, narrow = torch.randn(80, 20, generator=g), torch.randn(80, 16, generator=g)
+    narrow[:, 4] += 2.0 * y
+    ya, yb = y[:60], y[60:]
+    both = sparse_probes([(wide[:60], wide[60:]), (narrow[:60], narrow[60:])], ya, yb, [5, 20])
+    alone = sparse_probes([(narrow[:60], narrow[60:])], ya, yb, [5, 20])[0]
+    assert len(both[1]["20"]["columns"]) == 16 and len(both[0]["20"]["columns"]) == 20
+    for k in ("5", "20"):
+        assert both[1][k]["columns"] == alone[k]["columns"]
+        assert both[1][k]["auc"] == pytest.approx(alone[k]["auc"], abs=1e-9)

@@ -133,15 +133,19 @@ def sparse_probes(
 ) -> list[dict[str, dict[str, Any]]]:
     """Per source (its train and test rows' features) and k: the top-k mean-difference
     columns of the train rows (`columns`) and the test accuracy / AUC of a probe on them;
-    the sources' probes at one k are fitted in one batch."""
+    the sources' probes at one k are fitted in one batch (a source with fewer than k columns
+    uses all of them, in a batch of its own width)."""
     orders = [top_k_mean_diff(a, y_train, max(ks)) for a, _ in sources]
     out: list[dict[str, dict[str, Any]]] = [{} for _ in sources]
     for k in ks:
         cols = [o[:k] for o in orders]
-        train = torch.stack([a[:, c] for (a, _), c in zip(sources, cols, strict=True)])
-        theta = logistic_regression(train, y_train.expand(len(sources), -1))
-        for i, ((_, b), c) in enumerate(zip(sources, cols, strict=True)):
-            out[i][str(k)] = {**_scores(theta[i], b[:, c], y_test), "columns": c.tolist()}
+        for width in sorted({len(c) for c in cols}):
+            group = [i for i, c in enumerate(cols) if len(c) == width]
+            train = torch.stack([sources[i][0][:, cols[i]] for i in group])
+            theta = logistic_regression(train, y_train.expand(len(group), -1))
+            for t, i in enumerate(group):
+                b, c = sources[i][1], cols[i]
+                out[i][str(k)] = {**_scores(theta[t], b[:, c], y_test), "columns": c.tolist()}
     return out
 
 
