@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from husai.cli import app
@@ -26,13 +25,7 @@ TRUTH = SyntheticConfig(n_features=32, d=16, k_active=2, n_samples=4000, noise_s
 CFG = {"architecture": "topk", "d_sae": 48, "k": 2, "epochs": 10, "batch_size": 64, "lr": 3e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one thread is several times faster (2 shared cores in CI)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny matmuls
 
 
 @pytest.fixture(scope="module")

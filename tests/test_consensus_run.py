@@ -20,13 +20,7 @@ SYN = {"n_features": 24, "d": 24, "n_samples": 2000, "k_active": 2, "noise_std":
 SAE = {"architecture": "topk", "d_sae": 32, "k": 2, "epochs": 8, "batch_size": 64, "lr": 3e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one thread is several times faster (2 shared cores in CI)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny matmuls
 
 
 @pytest.fixture(scope="module")
