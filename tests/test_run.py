@@ -228,3 +228,30 @@ def test_report_names_the_configured_ci_level(tiny_run: Path) -> None:
     m["metrics_config"]["ci_level"] = 0.9
     text = render_markdown(in_config_order(m), None)
     assert "[90% CI]" in text and "[90% CI, " in text and "95% CI" not in text
+
+
+def test_manifest_records_the_provenance_read_when_the_run_began(tmp_path: Path, monkeypatch):
+    """A commit made while a run is going is not the code that ran: the manifest keeps the
+    git revision (and versions) read at the start, not at the end."""
+    import importlib
+
+    run_module = importlib.import_module("husai.experiments.run")
+
+    calls = iter(range(100))
+
+    def fake() -> dict:
+        return {"versions": {}, "git_revision": f"rev{next(calls)}", "torch_threads": 1}
+
+    monkeypatch.setattr(run_module, "provenance", fake)
+    syn = {"n_features": 8, "d": 8, "n_samples": 500, "k_active": 2, "noise_std": 0.0}
+    cfg = parse_run_config(
+        {
+            "data": [{"name": "syn", "source": "synthetic", "synthetic": syn}],
+            "saes": [{"architecture": "topk", "d_sae": 8, "k": 2, "epochs": 1}],
+            "seeds": [1, 2],
+            "metrics": {"n_bootstrap": 100},
+        }
+    )
+    run(cfg, tmp_path)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["provenance"]["git_revision"] == "rev0"

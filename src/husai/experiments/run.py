@@ -309,6 +309,7 @@ def _run(
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     timer = Timer()
+    started = provenance()  # the code that runs: read before anything can change it
     metrics: dict[str, Any] = {
         "seeds": list(cfg.seeds),
         "metrics_config": cfg.metrics.model_dump(mode="json"),
@@ -352,7 +353,7 @@ def _run(
 
     gate_run(run_dir, DEFAULT_POLICY)  # gate.json: the report's release-gate section
 
-    manifest = _manifest(cfg, timer, jobs, summary)
+    manifest = _manifest(cfg, timer, jobs, summary, started)
     extraction = {d.name: d.lm.extraction for d in datasets if d.lm is not None}
     if extraction:
         manifest["lm_extraction"] = extraction
@@ -396,14 +397,17 @@ def _toy(
     return model, sha256_file(model_dir / "model.safetensors")
 
 
-def _manifest(cfg: RunConfig, timer: Timer, jobs: list[Job], summary: Summary) -> dict[str, Any]:
-    """manifest.json (its `artifacts` are filled in last)."""
+def _manifest(
+    cfg: RunConfig, timer: Timer, jobs: list[Job], summary: Summary, started: dict[str, Any]
+) -> dict[str, Any]:
+    """manifest.json (its `artifacts` are filled in last); `started`: the provenance read when
+    the run began (a commit made while it runs is not the code that ran)."""
     return {
         "config": cfg.model_dump(mode="json"),
         "config_hash": config_hash(cfg.model_dump(mode="json")),
         "seeds": list(cfg.seeds),
         "toy_model_seed": cfg.toy.train.seed if cfg.uses_toy else None,
-        "provenance": provenance(),
+        "provenance": started,
         "timings_seconds": [{"stage": k, "seconds": v} for k, v in timer.seconds.items()]
         + [{"stage": f"job:{k}", "seconds": v} for k, v in summary.seconds.items()],
         "jobs": _jobs_record(jobs, summary),
