@@ -17,11 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from husai.config import MetricsConfig, SAEConfig, ToyConfig
+from husai.config import MetricsConfig, ToyConfig
 from husai.errors import HusaiError
 from husai.metrics.probing import Encoder, sparse_probing
 from husai.sae.base import SAE
-from husai.sae.trainer import initial_sae
 
 
 def _encoders(sae: SAE) -> list[Encoder]:
@@ -45,10 +44,10 @@ def _probe(x: Tensor, labels: dict[str, Tensor], trained: SAE, init: SAE, m: Met
 
 
 def toy_probing(
-    sae: SAE, x: Tensor, y: Tensor | None, spec: dict[str, Any], path: Path, m: MetricsConfig
+    sae: SAE, init: SAE, x: Tensor, spec: dict[str, Any], path: Path, m: MetricsConfig
 ) -> dict[str, Any]:
     """The block for a toy data set (`spec`: the job's; `path`: its activation file, whose
-    metadata gives position and split; `y`: a transcoder's targets, for its at-init SAE)."""
+    metadata gives position and split; `init`: the SAEs training started from)."""
     from safetensors import safe_open
 
     from husai.activations import split_rows
@@ -59,8 +58,6 @@ def toy_probing(
     toy = ToyConfig.model_validate(spec["downstream"]["toy"])
     rows = split_rows(toy, meta["split"])
     answer = x if meta["position"] == "answer" else x.reshape(len(rows), 3, -1)[:, 2]
-    cfg = SAEConfig.model_validate(spec["sae"]).resolve(x.shape[1])
-    init = initial_sae(cfg, x, sae.seeds, y)
     labels = probe_labels(toy.model.p, toy.model.op, rows)
     out = _probe(answer, labels, sae, init, m)
     return {**out, "rows": f"{len(answer)} answer-position rows ({meta['split']} pairs)"}

@@ -242,7 +242,7 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
     if m.probing and spec["downstream"] is not None:  # SAEBench's sparse probing, toy tasks
         from husai.experiments.probing import toy_probing
 
-        out["probing"] = toy_probing(sae, x, y, spec, Path(job.inputs["activations"]), m)
+        out["probing"] = toy_probing(sae, init, x, spec, Path(job.inputs["activations"]), m)
     if m.consensus and y is None:  # husai consensus takes SAEs, not transcoders
         from husai.experiments.consensus_block import consensus_block
 
