@@ -129,7 +129,8 @@ def test_a_cfg_json_of_the_old_flat_config_loads(arch: str, own: dict) -> None:
     dump = sae.cfg.model_dump(mode="json")
     assert {k: dump[k] for k in saved if k in dump} == {k: v for k, v in saved.items() if k in dump}
     newer = set(dump) - set(saved)  # fields added after the file was saved take their defaults
-    assert all(dump[k] == SAEConfig.model_fields[k].default for k in newer)
+    fields = {**SAEConfig.model_fields, **REGISTRY[arch].Params.model_fields}
+    assert all(dump[k] == fields[k].default for k in newer)
     assert {k: dump[k] for k in own} == own and dump["d_sae"] == 8 and dump["epochs"] == 2
     assert set(dump) == set(SAEConfig.model_fields) - {"params"} | set(
         REGISTRY[arch].Params.model_fields

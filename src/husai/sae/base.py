@@ -59,6 +59,7 @@ class SAE(nn.Module):
     saelens_architecture: ClassVar[str]
     Params: ClassVar[type[ArchParams]] = ArchParams
     uses_k: ClassVar[bool] = False
+    balances: ClassVar[bool] = False  # supports balance_rate (husai.sae.balance)
     coefficient_field: ClassVar[str | None] = None
     saelens_renames: ClassVar[dict[str, str]] = {}
 
@@ -182,9 +183,10 @@ class SAE(nn.Module):
         penalty = self.sparsity_penalty(codes)
         return mse + penalty, {"mse": mse.detach(), "penalty": penalty.detach()}
 
-    def start_training(self, n_train: int) -> None:
+    def start_training(self, n_train: int, total_steps: int = 1) -> None:
         """Called by the trainer once before the first step with the training-set size
-        (e.g. the TopK family's dead-latent window). Default: nothing."""
+        and the number of steps to come (e.g. the TopK family's dead-latent window and
+        balancing schedule). Default: nothing."""
 
     @torch.no_grad()
     def after_step(self, parts: dict[str, Tensor], n_tokens: int) -> None:

@@ -185,6 +185,8 @@ class SAEConfig(BaseModel):
             raise ValueError(f"target_l0 cannot be set for {self.architecture}")
         if self.d_sae is not None:
             self._check_k(self.d_sae)
+        if getattr(self.params, "balance_rate", 0) > 0 and not arch.balances:
+            raise ValueError(f"balance_rate is not supported by architecture {self.architecture}")
         if self.consistency_lambda > 0 and self.consistency_penalty == "none":
             raise ValueError("consistency_lambda is set but consistency_penalty is 'none'")
         return self

@@ -174,19 +174,19 @@ def train_sae(
     sae = _initial(cfg, data, seeds, y_ND).to(dev)
     ref = None if reference is None else reference.to(dev)
     consistency = make_regulariser(cfg, len(seeds), sae.d_out, ref)
-    sae.start_training(N)
+    B = min(cfg.batch_size, N)
+    per_epoch = N // B
+    total = cfg.epochs * per_epoch
+    sae.start_training(N, total)
     # fused: one pass over each weight per step (~20× the per-parameter loop on the CPU;
     # the same update up to float rounding)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=dev.type in ("cpu", "cuda"))
-    B = min(cfg.batch_size, N)
     streams = [
         ShuffleStream(
             data, torch.Generator().manual_seed(s + DATA_SEED_OFFSET), B, cfg.shuffle_buffer
         )
         for s in seeds
     ]
-    per_epoch = N // B
-    total = cfg.epochs * per_epoch
     mse = torch.zeros(len(seeds))
     resampled = [0] * len(seeds)
     with deterministic(warn_only=dev.type != "cpu"):

@@ -80,6 +80,7 @@ class _BatchTopKEncode(torch.autograd.Function):
 class BatchTopKSAE(TopKSAE):
     architecture = "batchtopk"
     saelens_architecture = "jumprelu"
+    balances = False  # its batch-wide selection has no per-row top-k to bias
 
     def __init__(
         self,
@@ -156,8 +157,8 @@ class BatchTopKSAE(TopKSAE):
         new = torch.where(ok, theta + rate * (m_S.double() - theta), theta)
         self.threshold.copy_(new.float().unsqueeze(1).expand_as(self.threshold))
 
-    def start_training(self, n_train: int) -> None:
-        super().start_training(n_train)
+    def start_training(self, n_train: int, total_steps: int = 1) -> None:
+        super().start_training(n_train, total_steps)
         self.threshold_updates.zero_()
 
     @torch.no_grad()

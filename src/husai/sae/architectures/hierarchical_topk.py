@@ -41,4 +41,5 @@ class HierarchicalTopKSAE(TopKSAE):
             "auxk": aux.detach(),
             "fired": self.fired(vals, flat),
         }
+        self.balance_parts(parts, vals, flat)
         return mse_SK.mean(1) + self.params.auxk_coefficient * aux, parts

@@ -171,7 +171,9 @@ class RouteSAE(TopKSAE):
 
     def _encode_routed(self, u_SBD: Tensor) -> tuple[Tensor, Tensor]:
         """TopK codes of the router's output u [S, B, D] (the shared SAE's input)."""
-        return _TopKEncode.apply(u_SBD, self.input_bias(), self.W_enc, self.b_enc, self.params.k)
+        bias = self.select_bias if self.training_balance() else None
+        args = (self.input_bias(), self.W_enc, self.b_enc, self.params.k, bias)
+        return _TopKEncode.apply(u_SBD, *args)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBLD = self.layers(x_SBD)

@@ -34,7 +34,9 @@ import torch.nn.functional as fn
 from pydantic import Field
 from torch import Tensor
 
+from husai.sae.balance import firing_counts, update_bias
 from husai.sae.base import SAE, ArchParams
+from husai.sae.data import Rows
 from husai.sae.registry import register
 from husai.sae.sparse_ops import SparseDecode, sparse_t_matmul, topk_rows
 
@@ -66,6 +68,20 @@ class TopKParams(ArchParams):
         description="TopK family: a latent is dead after this many training tokens without "
         "firing (null = one epoch, i.e. the training-set size)",
     )
+    balance_rate: float = Field(
+        0.0,
+        ge=0,
+        description="topk, hierarchical_topk, routesae: frequency balancing "
+        "(husai.sae.balance): a selection-only bias pulls every latent towards firing on k / "
+        "d_sae of the rows, at this unit-free rate (e.g. 0.003); 0 = off",
+    )
+    balance_anneal: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="frequency balancing: over this last fraction of the training steps the "
+        "selection bias decays linearly to exactly 0, so the trained SAE is a plain TopK SAE",
+    )
 
 
 class _TopKEncode(torch.autograd.Function):
@@ -74,11 +90,24 @@ class _TopKEncode(torch.autograd.Function):
     chosen encoder rows."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        b_dec: Tensor,
+        W_enc: Tensor,
+        b_enc: Tensor,
+        k: int,
+        select_bias: Tensor | None = None,
+    ):
         S, F, D = W_enc.shape
         x_c = x - b_dec.unsqueeze(1)
         pre_SBF = torch.bmm(x_c, W_enc.transpose(1, 2)).add_(b_enc.unsqueeze(1))
-        vals_SBK, idx_SBK = topk_rows(pre_SBF, k)
+        if select_bias is None:
+            vals_SBK, idx_SBK = topk_rows(pre_SBF, k)
+        else:  # husai.sae.balance: the bias chooses, the values stay unbiased (descending)
+            _, idx_SBK = topk_rows(pre_SBF + select_bias.unsqueeze(1), k)
+            vals_SBK, order = pre_SBF.gather(-1, idx_SBK).sort(dim=-1, descending=True, stable=True)
+            idx_SBK = idx_SBK.gather(-1, order)
         vals_SBK = vals_SBK.clamp_min_(0)
         flat_SBK = idx_SBK + (torch.arange(S, device=x.device) * F).view(S, 1, 1)
         ctx.save_for_backward(x_c, W_enc, flat_SBK, vals_SBK)
@@ -109,7 +138,7 @@ class _TopKEncode(torch.autograd.Function):
                 flat_SBK.reshape(S * B, K), g_SBK.reshape(S * B, K), x_c.reshape(S * B, D), S * F
             ).view(S, F, D)
         grad_b_enc = g_SF if ctx.needs_input_grad[3] else None
-        return grad_x, grad_b_dec, grad_W, grad_b_enc, None
+        return grad_x, grad_b_dec, grad_W, grad_b_enc, None, None
 
 
 @register
@@ -118,6 +147,7 @@ class TopKSAE(SAE):
     saelens_architecture = "topk"
     Params = TopKParams
     uses_k = True
+    balances = True
     params: TopKParams
 
     def __init__(
@@ -136,6 +166,9 @@ class TopKSAE(SAE):
         )
         self.dead_tokens_threshold = self.params.dead_tokens_threshold or 10_000_000
         self.aux_k = self.params.aux_k or max(1, self.d_out // 2)
+        # training statistic, not saved: husai.sae.balance's selection bias (None = off)
+        self.select_bias: Tensor | None = None
+        self._step, self._total_steps = 0, 1
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
         vals, idx = topk_rows(pre_SBF, self.params.k)  # the training path's selection
@@ -144,7 +177,12 @@ class TopKSAE(SAE):
     def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
         """(values [S, B, K], flat latent indices into the S·F stacked rows [S, B, K])."""
         x = self._stack(x_SBD)
-        return _TopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, self.params.k)
+        bias = self.select_bias if self.training_balance() else None
+        return _TopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, self.params.k, bias)
+
+    def training_balance(self) -> bool:
+        """Is frequency balancing (husai.sae.balance) on in the training now under way?"""
+        return self.select_bias is not None and self.select_bias.device == self.W_enc.device
 
     def sparse_decode(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
         """Sum of the K chosen decoder rows (embedding_bag; its backward touches only them)."""
@@ -179,7 +217,15 @@ class TopKSAE(SAE):
             "auxk": aux.detach(),
             "fired": self.fired(vals, flat),
         }
+        self.balance_parts(parts, vals, flat)
         return mse + self.params.auxk_coefficient * aux, parts
+
+    @torch.no_grad()
+    def balance_parts(self, parts: dict[str, Tensor], vals: Tensor, flat: Tensor) -> None:
+        """Adds what the balancing update needs ("counts" [S, F], "mean_value" [S])."""
+        if self.training_balance():
+            parts["counts"] = firing_counts(vals, flat, self.n_seeds, self.d_sae)
+            parts["mean_value"] = vals.detach().float().mean((1, 2))
 
     def extra_cfg(self) -> dict[str, object]:
         return {"k": self.params.k}
@@ -193,13 +239,35 @@ class TopKSAE(SAE):
         out = torch.zeros(self.n_seeds * self.d_sae, dtype=torch.bool, device=flat.device)
         return out.index_fill_(0, hit, True).view(self.n_seeds, self.d_sae)
 
-    def start_training(self, n_train: int) -> None:
+    def start_training(self, n_train: int, total_steps: int = 1) -> None:
         self.dead_tokens_threshold = self.params.dead_tokens_threshold or int(n_train)
         self.tokens_since_fired.zero_()
+        self._step, self._total_steps = 0, total_steps
+        self.select_bias = None
+        if self.params.balance_rate > 0:
+            self.select_bias = torch.zeros_like(self.b_enc.detach())
 
     @torch.no_grad()
     def after_step(self, parts: dict[str, Tensor], n_tokens: int) -> None:
         self.tokens_since_fired.add_(n_tokens).masked_fill_(parts["fired"], 0)
+        if self.training_balance() and "counts" in parts:
+            p = self.params
+            update_bias(
+                self.select_bias,  # type: ignore[arg-type]
+                parts["counts"],
+                parts["mean_value"],
+                n_tokens,
+                p.k,
+                p.balance_rate,
+                self._step,
+                self._total_steps,
+                p.balance_anneal,
+            )
+        self._step += 1
+
+    @torch.no_grad()
+    def finish_training(self, x_ND: Tensor | Rows) -> None:
+        self.select_bias = None  # 0 by now (annealed); the trained SAE is plain TopK
 
     def dead_mask(self) -> Tensor:
         """[S, F] bool: latents that have not fired for more than dead_tokens_threshold."""
