@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from husai.config import parse_run_config
 from husai.experiments import run
 from husai.io import sha256_file
@@ -255,3 +257,29 @@ def test_manifest_records_the_provenance_read_when_the_run_began(tmp_path: Path,
     run(cfg, tmp_path)
     man = json.loads((tmp_path / "manifest.json").read_text())
     assert man["provenance"]["git_revision"] == "rev0"
+
+
+def test_protocol_block_and_its_report_table(tiny_run: Path) -> None:
+    """Issue 13's protocol: every configuration says whether its seeds are independent,
+    the at-init gap to random, alive-latent Hungarian MCC with baselines, and the verdict
+    follows the stated rule from the numbers beside it."""
+    from husai.experiments.evaluate import INIT_TOLERANCE
+
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    report = (tiny_run / "report.md").read_text()
+    assert "### Seed independence and alive latents (`toy`)" in report
+    for a in m["datasets"]["toy"]["architectures"].values():
+        p, h = a["protocol"], a["consistency"]["hungarian_mcc"]
+        assert p["independent"] is True and p["couplings"] == []
+        gap = h["init"]["mean"] - h["random"]["mean"]
+        assert p["init_minus_random_hungarian"] == pytest.approx(gap)
+        assert p["agrees_at_init"] == (gap > INIT_TOLERANCE)
+        resolved = h["trained_minus_init"]["ci_low"] > 0
+        assert p["counts"] == (not p["agrees_at_init"] and resolved)
+        alive = p["alive_hungarian_mcc"]
+        # dead latents only lower it: never above the plain Hungarian MCC of the same pairs
+        for x, y in zip(alive["trained"]["pairs"], h["trained"]["pairs"], strict=True):
+            assert x <= y + 1e-6
+        dead = a["quality"]["mean"]["dead_fraction"]
+        assert sum(p["alive_fraction"]["trained"]) / 3 == pytest.approx(1 - dead, abs=1e-6)
+        assert f"{alive['trained']['mean']:.3f}" in report

@@ -41,17 +41,19 @@ from husai.config import MetricsConfig, SAEConfig
 from husai.errors import HusaiError
 from husai.experiments.coverage import coverage_block
 from husai.experiments.engine import Job, Progress
-from husai.experiments.evaluate import consistency
+from husai.experiments.evaluate import consistency, protocol_block
 from husai.experiments.sae_job import quality_block, train_or_load
 from husai.io import load_tensors, tensor_hash
+from husai.metrics import stream_quality
 from husai.sae.trainer import initial_sae
 from husai.store import ActivationStore
 
-LM_JOB_VERSION = 6  # 2: metric variants, coverage curve and stability by firing frequency;
+LM_JOB_VERSION = 7  # 2: metric variants, coverage curve and stability by firing frequency;
 # 3: functional correspondence (`functional` block); 4: `probing` (SAEBench's sparse probing
 # on the held-out tokens' properties); 5: the consensus block, `metrics.variants`, EV on the
 # `lm.ood` corpus (quality.ood)
 # 6: faster TopK training (as SAE_JOB_VERSION 10), the same SAEs up to float rounding
+# 7: the `protocol` block (as SAE_JOB_VERSION 11)
 DOWNSTREAM = ("loss", "accuracy", "kl_to_clean", "loss_recovered_vs_zero", "loss_recovered_vs_mean")
 COMPARE_BLOCKS = ("shared_latent_rate", "subspace_similarity", "activation_mcc", "firing")
 
@@ -149,6 +151,11 @@ def evaluate_lm(job: Job, sae: Any, store: ActivationStore, ids: torch.Tensor) -
         **coverage_block(sae, counts, down["n_replaced_tokens"], m),
         **functional,
     }
+    x_scaled = x_eval.cpu() * lm["scale"]
+    init_counts = stream_quality(init.encode, x_scaled, init.decode).counts
+    out["protocol"] = protocol_block(
+        resolved, sae, init, counts, init_counts, out["consistency"], m
+    )
     if x_ood is not None:  # husai.experiments.gate_data
         from husai.experiments.gate_data import ood_quality
 

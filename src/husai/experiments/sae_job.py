@@ -30,6 +30,7 @@ from husai.experiments.evaluate import (
     consistency,
     decoders,
     downstream,
+    protocol_block,
     recovery_block,
     structure_block,
     toy_truths,
@@ -44,7 +45,7 @@ from husai.sae.io import CFG_FILE, save_seeds, seed_dir
 from husai.sae.trainer import TRAINER_VERSION, initial_sae
 from husai.store import ActivationStore
 
-SAE_JOB_VERSION = 10  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
+SAE_JOB_VERSION = 11  # 2: structure etc.; 3: permutations; 4: data-init baseline; 5: arch fields;
 # 6: metric variants (PW-MCC, hungarian − pwmcc, P&B shared-rate curve), coverage curve and
 # stability by firing frequency; 7: functional correspondence (`functional` block)
 # 8: `probing` (SAEBench's sparse probing on the toy model's labelled tasks)
@@ -52,6 +53,7 @@ SAE_JOB_VERSION = 10  # 2: structure etc.; 3: permutations; 4: data-init baselin
 # 10: faster TopK training (husai.sae.sparse_ops: top-k ties broken by the lower index,
 # sparse-product gradients; fused Adam for every architecture): the same SAEs up to float
 # rounding
+# 11: the `protocol` block (seed independence, at-init criterion, alive-latent Hungarian)
 
 
 def _stack(saes: list[SAE]) -> SAE:
@@ -220,6 +222,10 @@ def evaluate(job: Job, sae: SAE, x: Tensor, y: Tensor | None = None) -> dict[str
         "config": resolved.model_dump(mode="json"),
         "consistency": consistency(sae, resolved, m, x, y, init),
     }
+    init_counts = stream_quality(init.encode, x, init.decode, y).counts
+    out["protocol"] = protocol_block(
+        resolved, sae, init, acc.counts, init_counts, out["consistency"], m
+    )
     if spec["downstream"] is not None:
         down = _downstream(job, sae, x if y is None else y, spec["downstream"])
         for q, d in zip(qual, down["per_seed"], strict=True):

@@ -1,7 +1,8 @@
 """Metrics: pure functions of tensors/arrays (no trainers, no models).
 
 Consistency (higher = more consistent): ``best_match``, ``pwmcc``, ``shared_fraction``,
-``hungarian_mcc``, ``pairwise``; one-to-one matching at any size: ``assignment`` (exact or
+``hungarian_mcc``, ``pairwise``, ``alive_hungarian_mcc`` (dead latents unmatched);
+one-to-one matching at any size: ``assignment`` (exact or
 sparse top-m), ``Matching``; per latent / activations: ``per_latent_best``,
 ``MatchedCorrelation``, ``matched_correlation``, ``shared_latent_rate`` (Paulo & Belrose);
 subspace stability: ``subspace_similarity``; null baselines: ``random_dictionaries_like`` (any
@@ -21,6 +22,7 @@ target); a language model's next tokens: ``cross_entropy``,
 from husai.metrics.baselines import random_dictionaries, random_dictionaries_like
 from husai.metrics.consistency import (
     DEFAULT_BLOCK_SIZE,
+    alive_hungarian_mcc,
     best_match,
     hungarian_mcc,
     pairwise,
@@ -97,6 +99,7 @@ __all__ = [
     "QualityAccumulator",
     "SummarySettings",
     "VARIANTS",
+    "alive_hungarian_mcc",
     "assignment",
     "best_match",
     "bootstrap_ci",

@@ -202,3 +202,36 @@ def pairwise(
         "matchings": matchings,
         "best": best,
     }
+
+
+def alive_hungarian_mcc(
+    a: ArrayLike,
+    b: ArrayLike,
+    alive_a: ArrayLike,
+    alive_b: ArrayLike,
+    method: str = "auto",
+    top_m: int = DEFAULT_TOP_M,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> float:
+    """Hungarian MCC over the alive latents, a dead latent counting as unmatched (|cos| 0).
+
+    The one-to-one matching of maximum total |cos| between a's alive rows and b's alive rows
+    (``assignment``), summed and divided by min(n_a, n_b), the pair count of a full
+    matching: equal to ``hungarian_mcc`` when every latent is alive, and a dictionary of
+    parked dead latents cannot score on them. ``alive_a`` / ``alive_b``: bool [n_a] / [n_b]
+    (e.g. fired on some evaluation row). Higher = more consistent; 0 if either has none.
+    """
+    ta, tb = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+    ma = torch.as_tensor(np.asarray(alive_a), dtype=torch.bool)
+    mb = torch.as_tensor(np.asarray(alive_b), dtype=torch.bool)
+    for t, m, name in ((ta, ma, "a"), (tb, mb, "b")):
+        if t.ndim != 2 or m.shape != (t.shape[0],):
+            raise HusaiError(
+                f"alive_{name} must be bool [{t.shape[0] if t.ndim else '?'}] for dictionary "
+                f"{name} of shape {tuple(t.shape)}, got {tuple(m.shape)}"
+            )
+    n = min(ta.shape[0], tb.shape[0])
+    if n == 0 or not ma.any() or not mb.any():
+        return 0.0
+    match = assignment(ta[ma], tb[mb], method=method, top_m=top_m, block_size=block_size)
+    return float(match.scores.sum()) / n

@@ -12,6 +12,7 @@ from husai.report.functional import functional_lines
 from husai.report.gate_data import gate_data_lines
 from husai.report.lm import lm_section
 from husai.report.probing import probing_lines
+from husai.report.protocol import protocol_lines
 from husai.report.sweep import sweep_section
 from husai.report.tables import results_columns, rows
 from husai.report.variants import variants_section
@@ -235,6 +236,7 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         *gate_data_lines(name, ds),
         *[_finding(name, label, a, len(seeds), ci) for label, a in archs.items()],
         "",
+        *protocol_lines(name, archs),
         *(_downstream_lines(name, ds) if ds["source"] != "lm" else []),
         *_test_lines(name, archs, metrics["multiple_testing"]["p_adjusted"]),
         *variants_section(name, archs, ci),
