@@ -79,6 +79,14 @@ def test_flat_keys_are_routed_and_dumped_flat() -> None:
         ),
         ([{"architecture": "topk", "k": 64, "d_sae": 32}], "k (64) must be ≤ d_sae (32)"),
         ([{"architecture": "nope"}], "unknown architecture 'nope' (known: batchtopk, gated"),
+        (
+            [{"architecture": "topk", "lr_min_fraction": 0.1}],
+            "config: saes.0: lr_min_fraction is set but lr_schedule is 'constant'",
+        ),
+        (
+            [{"architecture": "relu", "lr_schedule": "step"}],
+            "config: saes.0.lr_schedule: Input should be 'constant', 'cosine' or 'linear'",
+        ),
     ],
 )
 def test_bad_sae_fields_are_one_line_errors(saes: list, message: str) -> None:

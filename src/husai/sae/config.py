@@ -117,6 +117,24 @@ class SAEConfig(BaseModel):
         "(the consistency trajectory: does agreement grow, plateau or fall?); 0 = off",
     )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant",
+        description="learning rate after the warm-up (husai.sae.schedule): constant, or a "
+        "cosine or linear decay from lr towards lr_min_fraction × lr at the end of training",
+    )
+    lr_warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="steps over which the learning rate rises linearly from 0 to lr (step t "
+        "uses lr × (t + 1) / (lr_warmup_steps + 1)) before lr_schedule applies; 0 = off",
+    )
+    lr_min_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="lr_schedule cosine or linear: the learning rate decays towards this "
+        "fraction of lr (0: towards 0)",
+    )
     epochs: int = Field(20, gt=0, description="passes over the activation set")
     batch_size: int = Field(256, gt=0, description="activations per step")
     shuffle_buffer: int = Field(
@@ -187,6 +205,8 @@ class SAEConfig(BaseModel):
             self._check_k(self.d_sae)
         if getattr(self.params, "balance_rate", 0) > 0 and not arch.balances:
             raise ValueError(f"balance_rate is not supported by architecture {self.architecture}")
+        if self.lr_min_fraction > 0 and self.lr_schedule == "constant":
+            raise ValueError("lr_min_fraction is set but lr_schedule is 'constant'")
         if self.consistency_lambda > 0 and self.consistency_penalty == "none":
             raise ValueError("consistency_lambda is set but consistency_penalty is 'none'")
         return self

@@ -4,7 +4,9 @@ With targets `y_ND` (rows aligned with `x_ND`, e.g. another hook of the same tok
 trains transcoders: d_out = y's width, with a data-dependent init (`SAE.fit_init`).
 Seed s initialises from its own generator (seed s) and shuffles the data with another
 (seed s + DATA_SEED_OFFSET); the loss is a sum of per-seed losses. An ensemble of seeds
-therefore reproduces, up to float rounding, what each seed gives when trained alone.
+therefore reproduces, up to float rounding, what each seed gives when trained alone. The
+learning rate follows `lr_schedule` (husai.sae.schedule; a function of the step, the same
+for every seed), which keeps that property.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from husai.sae.l0_target import adapt_coefficient, adapting
 from husai.sae.registry import REGISTRY
 from husai.sae.regularise import ConsistencyRegulariser, make_regulariser
 from husai.sae.resample import init_from_data, resample_dead, resample_due
+from husai.sae.schedule import lr_scheduler
 
 DATA_SEED_OFFSET = 1_000_003
 # Bump when training computes different weights for the same config and data (saved seeds of
@@ -181,6 +184,7 @@ def train_sae(
     # fused: one pass over each weight per step (~20× the per-parameter loop on the CPU;
     # the same update up to float rounding)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=dev.type in ("cpu", "cuda"))
+    schedule = lr_scheduler(opt, cfg, total)  # constant, no warm-up: lr × 1.0 throughout
     streams = [
         ShuffleStream(
             data, torch.Generator().manual_seed(s + DATA_SEED_OFFSET), B, cfg.shuffle_buffer
@@ -199,6 +203,7 @@ def train_sae(
                 if y_ND is not None:
                     y_SBO = y_ND[torch.stack([ids for ids, _ in per_seed])].to(dev)
                 parts = train_step(sae, opt, x_SBD, step, y_SBO, consistency, cfg.precision)
+                schedule.step()
                 mse = parts["mse"]
                 if cfg.target_l0 is not None and sae.coefficient_field and adapting(step, total):
                     adapt_coefficient(sae, x_SBD, cfg.target_l0)
