@@ -87,6 +87,10 @@ def test_flat_keys_are_routed_and_dumped_flat() -> None:
             [{"architecture": "relu", "lr_schedule": "step"}],
             "config: saes.0.lr_schedule: Input should be 'constant', 'cosine' or 'linear'",
         ),
+        (
+            [{"architecture": "gated", "weight_decay": -1}],
+            "config: saes.0.weight_decay: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_sae_fields_are_one_line_errors(saes: list, message: str) -> None:

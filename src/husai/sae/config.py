@@ -135,6 +135,22 @@ class SAEConfig(BaseModel):
         description="lr_schedule cosine or linear: the learning rate decays towards this "
         "fraction of lr (0: towards 0)",
     )
+    weight_decay: float = Field(
+        0.0,
+        ge=0,
+        description="L2 weight penalty (arXiv 2603.04198): add weight_decay × ‖W_enc‖² "
+        "(summed over every entry of the seed's encoder; ≈ d_sae at init) to each seed's "
+        "loss, so Adam sees its gradient (not decoupled decay). The encoder only: the decoder "
+        "rows are kept at unit norm, where an L2 penalty on them is constant; 0 = off",
+    )
+    align_coefficient: float = Field(
+        0.0,
+        ge=0,
+        description="encoder–decoder alignment (arXiv 2605.18629): add align_coefficient × "
+        "the mean over latents of 1 − cos(the latent's encoder row, its decoder row) to each "
+        "seed's loss (dimensionless, at most 2 × align_coefficient); SAEs only, not "
+        "transcoders; 0 = off",
+    )
     epochs: int = Field(20, gt=0, description="passes over the activation set")
     batch_size: int = Field(256, gt=0, description="activations per step")
     shuffle_buffer: int = Field(
