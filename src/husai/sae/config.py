@@ -221,6 +221,13 @@ class SAEConfig(BaseModel):
             self._check_k(self.d_sae)
         if getattr(self.params, "balance_rate", 0) > 0 and not arch.balances:
             raise ValueError(f"balance_rate is not supported by architecture {self.architecture}")
+        if getattr(self.params, "multi_topk", 0) > 0:
+            if not arch.supports_multi_topk:
+                raise ValueError(f"multi_topk is not supported by architecture {self.architecture}")
+            if self.params.balance_rate > 0:  # type: ignore[attr-defined]
+                raise ValueError(  # biased choice: the top k aren't the first k of the top k'
+                    "multi_topk and balance_rate cannot be combined"
+                )
         if self.lr_min_fraction > 0 and self.lr_schedule == "constant":
             raise ValueError("lr_min_fraction is set but lr_schedule is 'constant'")
         if self.consistency_lambda > 0 and self.consistency_penalty == "none":
