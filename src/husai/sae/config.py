@@ -117,6 +117,40 @@ class SAEConfig(BaseModel):
         "(the consistency trajectory: does agreement grow, plateau or fall?); 0 = off",
     )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant",
+        description="learning rate after the warm-up (husai.sae.schedule): constant, or a "
+        "cosine or linear decay from lr towards lr_min_fraction × lr at the end of training",
+    )
+    lr_warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="steps over which the learning rate rises linearly from 0 to lr (step t "
+        "uses lr × (t + 1) / (lr_warmup_steps + 1)) before lr_schedule applies; 0 = off",
+    )
+    lr_min_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="lr_schedule cosine or linear: the learning rate decays towards this "
+        "fraction of lr (0: towards 0)",
+    )
+    weight_decay: float = Field(
+        0.0,
+        ge=0,
+        description="L2 weight penalty (arXiv 2603.04198): add weight_decay × ‖W_enc‖² "
+        "(summed over every entry of the seed's encoder; ≈ d_sae at init) to each seed's "
+        "loss, so Adam sees its gradient (not decoupled decay). The encoder only: the decoder "
+        "rows are kept at unit norm, where an L2 penalty on them is constant; 0 = off",
+    )
+    align_coefficient: float = Field(
+        0.0,
+        ge=0,
+        description="encoder–decoder alignment (arXiv 2605.18629): add align_coefficient × "
+        "the mean over latents of 1 − cos(the latent's encoder row, its decoder row) to each "
+        "seed's loss (dimensionless, at most 2 × align_coefficient); SAEs only, not "
+        "transcoders; 0 = off",
+    )
     epochs: int = Field(20, gt=0, description="passes over the activation set")
     batch_size: int = Field(256, gt=0, description="activations per step")
     shuffle_buffer: int = Field(
@@ -187,6 +221,15 @@ class SAEConfig(BaseModel):
             self._check_k(self.d_sae)
         if getattr(self.params, "balance_rate", 0) > 0 and not arch.balances:
             raise ValueError(f"balance_rate is not supported by architecture {self.architecture}")
+        if getattr(self.params, "multi_topk", 0) > 0:
+            if not arch.supports_multi_topk:
+                raise ValueError(f"multi_topk is not supported by architecture {self.architecture}")
+            if self.params.balance_rate > 0:  # type: ignore[attr-defined]
+                raise ValueError(  # biased choice: the top k aren't the first k of the top k'
+                    "multi_topk and balance_rate cannot be combined"
+                )
+        if self.lr_min_fraction > 0 and self.lr_schedule == "constant":
+            raise ValueError("lr_min_fraction is set but lr_schedule is 'constant'")
         if self.consistency_lambda > 0 and self.consistency_penalty == "none":
             raise ValueError("consistency_lambda is set but consistency_penalty is 'none'")
         return self

@@ -4,7 +4,10 @@ With targets `y_ND` (rows aligned with `x_ND`, e.g. another hook of the same tok
 trains transcoders: d_out = y's width, with a data-dependent init (`SAE.fit_init`).
 Seed s initialises from its own generator (seed s) and shuffles the data with another
 (seed s + DATA_SEED_OFFSET); the loss is a sum of per-seed losses. An ensemble of seeds
-therefore reproduces, up to float rounding, what each seed gives when trained alone.
+therefore reproduces, up to float rounding, what each seed gives when trained alone. The
+learning rate follows `lr_schedule` (husai.sae.schedule; a function of the step, the same
+for every seed) and the config's weight penalties (husai.sae.penalties) join each seed's
+own loss, so both keep that property.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from husai.sae.base import SAE
 from husai.sae.config import SAEConfig
 from husai.sae.data import Rows, ShuffleStream, TensorRows, as_rows
 from husai.sae.l0_target import adapt_coefficient, adapting
+from husai.sae.penalties import weight_penalties
 from husai.sae.registry import REGISTRY
 from husai.sae.regularise import ConsistencyRegulariser, make_regulariser
 from husai.sae.resample import init_from_data, resample_dead, resample_due
+from husai.sae.schedule import lr_scheduler
 
 DATA_SEED_OFFSET = 1_000_003
 # Bump when training computes different weights for the same config and data (saved seeds of
@@ -54,14 +59,19 @@ def train_step(
     precision: str = "fp32",
 ) -> dict[str, Tensor]:
     """One Adam step on all seeds; returns the per-seed loss parts ("mse", ...; detached).
-    Raises on a non-finite loss. An active `consistency` regulariser adds its per-seed
-    penalty (parts "consistency", and "consistency_mcc" the mean matched |cos|).
+    Raises on a non-finite loss. The config's weight penalties (husai.sae.penalties) add
+    theirs (parts "weight_decay", "align"), an active `consistency` regulariser its
+    per-seed penalty (parts "consistency", and "consistency_mcc" the mean matched |cos|).
     `precision` "bf16": the forward and loss under bfloat16 autocast (parts in float32)."""
     with _autocast(precision, x_SBD.device):
         loss_S, parts = sae.loss(x_SBD, y_SBO)
     if precision != "fp32":
         loss_S = loss_S.float()
         parts = {k: v.float() if v.is_floating_point() else v for k, v in parts.items()}
+    weights_S, weight_parts = weight_penalties(sae)
+    if weights_S is not None:
+        loss_S = loss_S + weights_S
+        parts.update(weight_parts)
     if consistency is not None and consistency.active:
         penalty_S, parts["consistency_mcc"] = consistency(sae.W_dec, step)
         loss_S = loss_S + penalty_S
@@ -108,6 +118,8 @@ def _inputs(cfg: SAEConfig, x: Data, y_ND: Tensor | None) -> tuple[Rows, Tensor 
         )
     if cfg.init == "data" or cfg.resample_every_epochs:
         raise HusaiError("init: data and resampling are for SAEs, not transcoders")
+    if cfg.align_coefficient > 0:
+        raise HusaiError("align_coefficient is for SAEs, not transcoders")
     return TensorRows(x_ND), y_ND
 
 
@@ -181,6 +193,7 @@ def train_sae(
     # fused: one pass over each weight per step (~20× the per-parameter loop on the CPU;
     # the same update up to float rounding)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=dev.type in ("cpu", "cuda"))
+    schedule = lr_scheduler(opt, cfg, total)  # constant, no warm-up: lr × 1.0 throughout
     streams = [
         ShuffleStream(
             data, torch.Generator().manual_seed(s + DATA_SEED_OFFSET), B, cfg.shuffle_buffer
@@ -199,6 +212,7 @@ def train_sae(
                 if y_ND is not None:
                     y_SBO = y_ND[torch.stack([ids for ids, _ in per_seed])].to(dev)
                 parts = train_step(sae, opt, x_SBD, step, y_SBO, consistency, cfg.precision)
+                schedule.step()
                 mse = parts["mse"]
                 if cfg.target_l0 is not None and sae.coefficient_field and adapting(step, total):
                     adapt_coefficient(sae, x_SBD, cfg.target_l0)

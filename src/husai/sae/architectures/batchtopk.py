@@ -81,6 +81,7 @@ class BatchTopKSAE(TopKSAE):
     architecture = "batchtopk"
     saelens_architecture = "jumprelu"
     balances = False  # its batch-wide selection has no per-row top-k to bias
+    supports_multi_topk = False  # its loss is not TopK's sparse_loss
 
     def __init__(
         self,

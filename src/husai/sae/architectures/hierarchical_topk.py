@@ -21,6 +21,7 @@ from husai.sae.registry import register
 class HierarchicalTopKSAE(TopKSAE):
     architecture = "hierarchical_topk"
     saelens_architecture = "topk"
+    supports_multi_topk = False  # its loss is not TopK's sparse_loss
 
     def prefix_reconstructions(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
         """[S, B, K, O]: x̂_j for j = 1 … K (codes in descending order, as topk returns)."""

@@ -166,13 +166,15 @@ class RouteSAE(TopKSAE):
             self.W_enc.transpose(1, 2),
         )
 
-    def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
-        return self._encode_routed(self.route(x_SBD)[2])
+    def sparse_encode(self, x_SBD: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+        return self._encode_routed(self.route(x_SBD)[2], k)
 
-    def _encode_routed(self, u_SBD: Tensor) -> tuple[Tensor, Tensor]:
-        """TopK codes of the router's output u [S, B, D] (the shared SAE's input)."""
+    def _encode_routed(self, u_SBD: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+        """Top-k codes (default: the config's k) of the router's output u [S, B, D] (the
+        shared SAE's input)."""
         bias = self.select_bias if self.training_balance() else None
-        args = (self.input_bias(), self.W_enc, self.b_enc, self.params.k, bias)
+        k = self.params.k if k is None else k
+        args = (self.input_bias(), self.W_enc, self.b_enc, k, bias)
         return _TopKEncode.apply(u_SBD, *args)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -182,7 +184,7 @@ class RouteSAE(TopKSAE):
             target = self.target(x_SBLD.flatten(2), y_SBO)
         else:
             target = self._chosen(x_SBLD, layer_SB)
-        return self.sparse_loss(u_SBD, *self._encode_routed(u_SBD), target)
+        return self.sparse_loss(u_SBD, *self._encode_routed(u_SBD, self.loss_k()), target)
 
     @torch.no_grad()
     def fit_init(self, x_ND: Tensor | Rows, y_NO: Tensor | None = None) -> None:

@@ -23,6 +23,14 @@ auxiliary reconstruction starts worse than reconstructing nothing (AuxK loss > �
 gradient mostly shrinks their codes, and Adam moves the dead-only parameters at full speed
 whatever the coefficient. It stays off by default. (Resampling, `resample_every_epochs`,
 works for every architecture; see husai.sae.resample for its measured effect.)
+
+MultiTopK (Gao et al. 2024, "Multi-TopK"), for topk and routesae, off unless `multi_topk`
+w > 0: the loss is L(k) + w · L(k'), k' = min(k × `multi_topk_factor`, d_sae), L(j) the
+MSE of the reconstruction from the top j latents, so the SAE also reconstructs at the larger
+L0 k' (Gao et al.: w = 1/8, factor 4). One selection of k' latents gives both: the codes
+come in descending order (ties to the lower index), so the top k are its first k. The
+dead-latent counters, AuxK and the reported `mse` are the top k's; part `multi_topk_mse`
+is L(k'). Inference, saving and the trained SAE's k are TopK's.
 """
 
 from __future__ import annotations
@@ -81,6 +89,19 @@ class TopKParams(ArchParams):
         le=1,
         description="frequency balancing: over this last fraction of the training steps the "
         "selection bias decays linearly to exactly 0, so the trained SAE is a plain TopK SAE",
+    )
+    multi_topk: float = Field(
+        0.0,
+        ge=0,
+        description="topk, routesae: MultiTopK (Gao et al. 2024): add this weight × the MSE of "
+        "the reconstruction from the top k × multi_topk_factor latents (capped at d_sae) to "
+        "the loss, so the SAE also reconstructs at that larger k (Gao et al.: 1/8); 0 = off",
+    )
+    multi_topk_factor: int = Field(
+        4,
+        ge=2,
+        description="MultiTopK: the extra reconstruction uses k × this many latents (capped "
+        "at d_sae)",
     )
 
 
@@ -148,6 +169,7 @@ class TopKSAE(SAE):
     Params = TopKParams
     uses_k = True
     balances = True
+    supports_multi_topk = True
     params: TopKParams
 
     def __init__(
@@ -174,11 +196,18 @@ class TopKSAE(SAE):
         vals, idx = topk_rows(pre_SBF, self.params.k)  # the training path's selection
         return torch.zeros_like(pre_SBF).scatter_(-1, idx, torch.relu(vals))
 
-    def sparse_encode(self, x_SBD: Tensor) -> tuple[Tensor, Tensor]:
-        """(values [S, B, K], flat latent indices into the S·F stacked rows [S, B, K])."""
+    def sparse_encode(self, x_SBD: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+        """(values [S, B, K], flat latent indices into the S·F stacked rows [S, B, K]) of
+        the top K = k latents (default: the config's k), values descending."""
         x = self._stack(x_SBD)
+        k = self.params.k if k is None else k
         bias = self.select_bias if self.training_balance() else None
-        return _TopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, self.params.k, bias)
+        return _TopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, k, bias)
+
+    def loss_k(self) -> int:
+        """Latents the loss selects per input: k, or with MultiTopK k' = k × factor (≤ F)."""
+        p = self.params
+        return min(p.k * p.multi_topk_factor, self.d_sae) if p.multi_topk > 0 else p.k
 
     def training_balance(self) -> bool:
         """Is frequency balancing (husai.sae.balance) on in the training now under way?"""
@@ -186,6 +215,10 @@ class TopKSAE(SAE):
 
     def sparse_decode(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
         """Sum of the K chosen decoder rows (embedding_bag; its backward touches only them)."""
+        return self._sparse_sum(vals_SBK, flat_SBK) + self.b_dec.unsqueeze(1)
+
+    def _sparse_sum(self, vals_SBK: Tensor, flat_SBK: Tensor) -> Tensor:
+        """[S, B, O]: Σ_j vals[.., j] · W_dec[flat[.., j]] (no bias)."""
         S, B, K = vals_SBK.shape
         args = (
             vals_SBK.reshape(S * B, K).to(self.W_dec.dtype),  # bf16 autocast
@@ -196,18 +229,23 @@ class TopKSAE(SAE):
             out = SparseDecode.apply(*args)
         else:
             out = fn.embedding_bag(args[1], args[2], per_sample_weights=args[0], mode="sum")
-        return out.view(S, B, self.d_out) + self.b_dec.unsqueeze(1)
+        return out.view(S, B, self.d_out)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)
-        vals, flat = self.sparse_encode(x_SBD)
+        vals, flat = self.sparse_encode(x_SBD, self.loss_k())
         return self.sparse_loss(x_SBD, vals, flat, self.target(x_SBD, y_SBO))
 
     def sparse_loss(
         self, x_SBD: Tensor, vals: Tensor, flat: Tensor, y_SBO: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-seed MSE against y of the reconstruction from the TopK codes (vals, flat) of
-        the SAE's input x, plus AuxK; the loss and its parts."""
+        the SAE's input x, plus AuxK, plus MultiTopK's term; the loss and its parts. The
+        codes are the top `loss_k()` (descending); with MultiTopK the first k are TopK's."""
+        k, more = self.params.k, None
+        if vals.shape[-1] > k:  # MultiTopK's k' codes: TopK's are the first k
+            more = (vals[..., k:], flat[..., k:])
+            vals, flat = vals[..., :k], flat[..., :k]
         recon = self.sparse_decode(vals, flat)
         mse = (recon - y_SBO).pow(2).sum(-1).mean(-1)
         aux = self.auxk_loss(x_SBD, recon, y_SBO)
@@ -218,7 +256,13 @@ class TopKSAE(SAE):
             "fired": self.fired(vals, flat),
         }
         self.balance_parts(parts, vals, flat)
-        return mse + self.params.auxk_coefficient * aux, parts
+        loss = mse + self.params.auxk_coefficient * aux
+        if self.params.multi_topk > 0:
+            recon_more = recon if more is None else recon + self._sparse_sum(*more)
+            mse_more = (recon_more - y_SBO).pow(2).sum(-1).mean(-1)
+            parts["multi_topk_mse"] = mse_more.detach()
+            loss = loss + self.params.multi_topk * mse_more
+        return loss, parts
 
     @torch.no_grad()
     def balance_parts(self, parts: dict[str, Tensor], vals: Tensor, flat: Tensor) -> None:
