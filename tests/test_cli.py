@@ -252,7 +252,10 @@ def test_train_sae_options_are_generated_from_the_configs() -> None:
     assert "--l1-coefficient" in train and _same_value(
         re.search(r"saes\[\]\.l1_coefficient \(gated, relu\) = (.*?): ", run).group(1), "1.0"
     )
-    assert "saes[].k (batchtopk, hierarchical_topk, matryoshka, routesae, topk) = 32: " in run
+    assert (
+        "saes[].k (archetypal, batchtopk, hierarchical_topk, matryoshka, routesae, topk) = 32: "
+        in run
+    )
 
 
 def test_train_sae_passes_only_the_options_given(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from husai.sae import REGISTRY, architectures, build_sae, load, save, train_sae
 from husai.sae.registry import field_owners
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-TOPK_FAMILY = "batchtopk, hierarchical_topk, matryoshka, routesae, topk"
+TOPK_FAMILY = "archetypal, batchtopk, hierarchical_topk, matryoshka, routesae, topk"
 
 
 @pytest.mark.parametrize("first", ["husai.sae", "husai.config", "husai.sae.architectures.topk"])
@@ -78,7 +78,7 @@ def test_flat_keys_are_routed_and_dumped_flat() -> None:
             "config: saes.0.prefix_sizes: prefix_sizes must lie in (0, 1]",
         ),
         ([{"architecture": "topk", "k": 64, "d_sae": 32}], "k (64) must be ≤ d_sae (32)"),
-        ([{"architecture": "nope"}], "unknown architecture 'nope' (known: batchtopk, gated"),
+        ([{"architecture": "nope"}], "unknown architecture 'nope' (known: archetypal, batchtopk"),
         (
             [{"architecture": "batchtopk", "multi_topk": 0.125}],
             "config: saes.0: multi_topk is not supported by architecture batchtopk",

@@ -35,6 +35,7 @@ SAELENS_NAMES = {
     "topk": "topk_transcoder",
     "hierarchical_topk": "topk_transcoder",
     "gated": "gated_transcoder",
+    "archetypal": "topk_transcoder",
     "routesae": "routesae_transcoder",  # husai's own name (sae-lens has no RouteSAE)
 }
 

@@ -38,6 +38,16 @@ def spaced_rows(x_ND: Tensor, n: int) -> Tensor:
     return x_ND[spaced_indices(len(x_ND), n)]
 
 
+def cross_covariance(x_ND: Tensor, y_NO: Tensor) -> Tensor:
+    """[D, O] float64 cross-covariance of x and y (rows aligned), a chunk at a time."""
+    mx, my = x_ND.double().mean(0), y_NO.double().mean(0)
+    cov_DO = torch.zeros(x_ND.shape[1], y_NO.shape[1], dtype=torch.float64, device=x_ND.device)
+    for i in range(0, len(x_ND), 65536):
+        xc, yc = x_ND[i : i + 65536].double() - mx, y_NO[i : i + 65536].double() - my
+        cov_DO += xc.T @ yc
+    return cov_DO / len(x_ND)
+
+
 class ArchParams(BaseModel):
     """An architecture's own hyperparameters (subclassed beside each architecture); the
     field descriptions are the `husai run --help` / `husai train-sae --help` text."""
@@ -52,7 +62,9 @@ class SAE(nn.Module):
     `saelens_architecture` (the SAELens name it is saved as), `Params` (its hyperparameter
     model), `uses_k` (TopK family: `Params` has k, which must be ≤ d_sae and which
     target_l0 sets), `coefficient_field` (the `Params` field of the sparsity-penalty weight
-    that target_l0 adapts, or None) and `saelens_renames` (husai → SAELens tensor names).
+    that target_l0 adapts, or None), `saelens_renames` (husai → SAELens tensor names) and
+    `own_tensors` (stacked parameters or buffers that SAELens's file has no place for: left out
+    of `saelens_weights`, saved beside it by `own_weights`, read back by `load`).
     """
 
     architecture: ClassVar[str]
@@ -63,6 +75,7 @@ class SAE(nn.Module):
     supports_multi_topk: ClassVar[bool] = False  # its loss adds MultiTopK's term (multi_topk)
     coefficient_field: ClassVar[str | None] = None
     saelens_renames: ClassVar[dict[str, str]] = {}
+    own_tensors: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -226,12 +239,7 @@ class SAE(nn.Module):
             return
         if y_NO is None or not isinstance(x_ND, Tensor):
             raise ValueError("a transcoder's init needs its inputs x and targets y as tensors")
-        mx, my = x_ND.double().mean(0), y_NO.double().mean(0)
-        cov_DO = torch.zeros(self.d_in, self.d_out, dtype=torch.float64, device=x_ND.device)
-        for i in range(0, len(x_ND), 65536):  # in float64, a chunk at a time
-            xc, yc = x_ND[i : i + 65536].double() - mx, y_NO[i : i + 65536].double() - my
-            cov_DO += xc.T @ yc
-        w_SFO = self.W_enc.double() @ (cov_DO / len(x_ND))
+        w_SFO = self.W_enc.double() @ cross_covariance(x_ND, y_NO)
         norm = w_SFO.norm(dim=-1, keepdim=True)
         ok = norm > 1e-12 * norm.amax(dim=1, keepdim=True)
         self.W_dec.copy_(torch.where(ok, w_SFO / norm.clamp_min(1e-300), self.W_dec.double()))
@@ -260,6 +268,8 @@ class SAE(nn.Module):
         with torch.no_grad():
             for name, p in one.named_parameters():
                 p.copy_(getattr(self, name)[s : s + 1])
+            for name in self.own_tensors:  # buffers among them (parameters: copied above)
+                getattr(one, name).copy_(getattr(self, name)[s : s + 1])
         return one
 
     def extra_cfg(self) -> dict[str, object]:
@@ -270,9 +280,31 @@ class SAE(nn.Module):
     def saelens_weights(self, index: int | None = None) -> dict[str, Tensor]:
         """One SAE's weights in SAELens's names and shapes (copies): `W_enc` [d_in, d_sae],
         `W_dec` [d_sae, d_out], `b_enc` [d_sae] (gated: `b_gate`), `b_dec` [d_out], and the
-        architecture's others (`threshold` [d_sae]; gated: `b_mag`, `r_mag`). What `save`
-        writes to sae_weights.safetensors. `index`: which seed of an ensemble (required when
-        it holds more than one; `husai.sae.load` gives one-seed SAEs)."""
+        architecture's others (`threshold` [d_sae]; gated: `b_mag`, `r_mag`), not its
+        `own_tensors` (see `own_weights`). What `save` writes to sae_weights.safetensors.
+        `index`: which seed of an ensemble (required when it holds more than one;
+        `husai.sae.load` gives one-seed SAEs)."""
+        index = self._index(index)
+        return {
+            self.saelens_renames.get(n, n): (p[index].T if n == "W_enc" else p[index]).clone(
+                memory_format=torch.contiguous_format
+            )
+            for n, p in self.named_parameters()
+            if n not in self.own_tensors
+        }
+
+    @torch.no_grad()
+    def own_weights(self, index: int | None = None) -> dict[str, Tensor]:
+        """One SAE's `own_tensors` (copies, husai's names and per-seed shapes): what `save`
+        writes beside the SAELens file (`husai.sae.formats.files.OWN_WEIGHTS_FILE`); empty
+        for an architecture whose weights SAELens's file holds."""
+        index = self._index(index)
+        return {
+            n: getattr(self, n)[index].clone(memory_format=torch.contiguous_format)
+            for n in self.own_tensors
+        }
+
+    def _index(self, index: int | None) -> int:
         if index is None:
             if self.n_seeds != 1:
                 raise HusaiError(
@@ -282,9 +314,4 @@ class SAE(nn.Module):
             index = 0
         if not -self.n_seeds <= index < self.n_seeds:
             raise HusaiError(f"seed index {index} out of range for {self.n_seeds} seeds")
-        return {
-            self.saelens_renames.get(n, n): (p[index].T if n == "W_enc" else p[index]).clone(
-                memory_format=torch.contiguous_format
-            )
-            for n, p in self.named_parameters()
-        }
+        return index

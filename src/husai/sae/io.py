@@ -3,11 +3,12 @@
 `save` writes `cfg.json` + `sae_weights.safetensors` (SAELens names and shapes: `W_enc`
 [d_in, d_sae], `W_dec` [d_sae, d_in], `b_enc` [d_sae], `b_dec` [d_in], plus e.g.
 `threshold`, or `b_gate`/`b_mag`/`r_mag`); husai's own fields live under cfg.json's
-"husai" key. Transcoders are written as sae-lens's (top-level `d_out`, `W_dec` [d_sae,
-d_out], `hook_name` / `hook_name_out`; see `formats.saelens`). The weights are written
-before cfg.json, both atomically, so a directory with a cfg.json always holds complete
-weights. `load` reads SAELens/husai, EleutherAI sparsify
-and dictionary_learning directories (see `husai.sae.formats`); `find_saes` expands a run
+"husai" key, and an architecture's `own_tensors` that SAELens has no place for (archetypal's)
+in `husai_weights.safetensors` beside them. Transcoders are written as sae-lens's (top-level
+`d_out`, `W_dec` [d_sae, d_out], `hook_name` / `hook_name_out`; see `formats.saelens`). The
+weights are written before cfg.json, both atomically, so a directory with a cfg.json always
+holds complete weights. `load` reads SAELens/husai, EleutherAI sparsify and
+dictionary_learning directories (see `husai.sae.formats`); `find_saes` expands a run
 directory into its SAE directories.
 """
 

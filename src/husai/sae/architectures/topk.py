@@ -79,7 +79,7 @@ class TopKParams(ArchParams):
     balance_rate: float = Field(
         0.0,
         ge=0,
-        description="topk, hierarchical_topk, routesae: frequency balancing "
+        description="topk, hierarchical_topk, routesae, archetypal: frequency balancing "
         "(husai.sae.balance): a selection-only bias pulls every latent towards firing on k / "
         "d_sae of the rows, at this unit-free rate (e.g. 0.003); 0 = off",
     )

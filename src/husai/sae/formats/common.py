@@ -3,7 +3,8 @@
 Every reader maps its tensors to husai's layout: W_enc [F, D] (encoder rows), b_enc [F],
 W_dec [F, O], b_dec [O] (added after decoding; for an SAE, O = D and b_dec is also
 subtracted before encoding; a transcoder's input is not centred), plus the architecture's
-extra parameters (threshold; b_mag, r_mag: [F]; routesae's router W_router [L, D]).
+extra parameters (threshold; b_mag, r_mag: [F]; routesae's router W_router [L, D]) and its
+`own_tensors` (archetypal's, read from husai's own file beside the SAELens one).
 """
 
 from __future__ import annotations
@@ -81,8 +82,14 @@ def build(
         raise HusaiError(f"{file}: invalid SAE config ({format_error(e, '')})") from None
     sae = REGISTRY[architecture](cfg, int(d_in), [seed], int(d_out) if transcoder else None)
     with torch.no_grad():
-        for name, p in sae.named_parameters():
+        targets = dict(sae.named_parameters()) | {n: getattr(sae, n) for n in sae.own_tensors}
+        for name, p in targets.items():
             if name not in weights:
                 raise HusaiError(f"{file}: missing tensor for {name!r}")
+            if weights[name].shape != p.shape[1:]:
+                raise HusaiError(
+                    f"{file}: {name} has shape {tuple(weights[name].shape)}, expected "
+                    f"{tuple(p.shape[1:])}"
+                )
             p[0] = weights[name].to(p.dtype)
     return sae

@@ -2,6 +2,7 @@
 
 CFG_FILE = "cfg.json"  # SAELens / husai and sparsify
 WEIGHTS_FILE = "sae_weights.safetensors"  # SAELens / husai
+OWN_WEIGHTS_FILE = "husai_weights.safetensors"  # husai: SAE.own_tensors (e.g. archetypal's)
 SPARSIFY_WEIGHTS_FILE = "sae.safetensors"
 DL_CONFIG_FILE = "config.json"  # dictionary_learning (also a sparsify run's TrainConfig)
 DL_WEIGHTS_FILE = "ae.pt"

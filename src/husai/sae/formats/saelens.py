@@ -19,6 +19,11 @@ name ("routesae", as a transcoder "routesae_transcoder"); only husai reads them.
 points, when known, are top-level `hook_name` and `hook_name_out` (sae-lens moves them into
 its `metadata`; both places are read).
 
+An architecture's `own_tensors` that SAELens's file has no place for (archetypal's candidates
+and free decoder parameters; its `W_dec` is the materialised atoms, so SAELens reads a plain
+TopK SAE) are written beside it to `husai_weights.safetensors`, sealed by cfg.json's
+`husai.own_weights_sha256`, and required by `load`.
+
 A language-model SAE's `lm_metadata` (model_name, context_size, prepend_bos,
 normalize_activations and its norm_scaling_factor, ...; see `formats.lm`) is written as
 top-level keys and read back into `sae.lm_metadata`.
@@ -38,7 +43,7 @@ from husai.io import dumps_json, load_tensors, read_json, save_tensors, sha256_f
 from husai.sae.base import SAE
 from husai.sae.config import SAEConfig, format_error
 from husai.sae.formats.common import Spec, build, check_sizes, check_tensors, fold_centering
-from husai.sae.formats.files import CFG_FILE, WEIGHTS_FILE
+from husai.sae.formats.files import CFG_FILE, OWN_WEIGHTS_FILE, WEIGHTS_FILE
 from husai.sae.formats.lm import check_lm_metadata, read_lm_metadata
 from husai.sae.registry import REGISTRY
 
@@ -95,6 +100,12 @@ def save(
     weights = save_tensors(
         directory / WEIGHTS_FILE, sae.saelens_weights(), metadata={"format": "saelens"}
     )
+    own: dict[str, str] = {}
+    if sae.own_tensors:  # beside SAELens's file, which must hold only what SAELens loads
+        own_file = save_tensors(
+            directory / OWN_WEIGHTS_FILE, sae.own_weights(), metadata={"format": "husai"}
+        )
+        own = {"own_weights_sha256": sha256_file(own_file)}
     arch = sae.saelens_architecture
     cfg = {
         "architecture": TRANSCODERS[arch] if sae.transcoder else arch,
@@ -114,6 +125,7 @@ def save(
             "config": sae.cfg.model_dump(mode="json"),
             **(extra or {}),
             "weights_sha256": sha256_file(weights),
+            **own,
         },
     }
     cfg["husai"]["cfg_sha256"] = _cfg_digest(cfg)
@@ -127,7 +139,7 @@ def _cfg_digest(cfg: dict[str, Any]) -> str:
     return canonical_sha256({**cfg, "husai": own})
 
 
-def _check_sealed(raw: dict[str, Any], cfg_file: Path, weights_file: Path) -> None:
+def _check_sealed(raw: dict[str, Any], cfg_file: Path, weights_file: Path, own_file: Path) -> None:
     """A husai-written SAE: cfg.json matches its seal and the weights their sha256 (a
     third-party SAE has neither and is read as it is)."""
     own = raw.get("husai")
@@ -137,9 +149,10 @@ def _check_sealed(raw: dict[str, Any], cfg_file: Path, weights_file: Path) -> No
         own["cfg_sha256"] != _cfg_digest(raw) or dumps_json(raw) != cfg_file.read_text()
     ):
         raise HusaiError(f"{cfg_file}: does not match its checksum (corrupted?)")
-    digest = own.get("weights_sha256")
-    if digest is not None and sha256_file(weights_file) != digest:
-        raise HusaiError(f"{weights_file}: sha256 does not match {cfg_file} (corrupted?)")
+    for file, key in ((weights_file, "weights_sha256"), (own_file, "own_weights_sha256")):
+        digest = own.get(key)
+        if digest is not None and sha256_file(file) != digest:
+            raise HusaiError(f"{file}: sha256 does not match {cfg_file} (corrupted?)")
 
 
 def _architecture(cfg: dict[str, Any], file: Path) -> tuple[str, bool]:
@@ -186,6 +199,22 @@ def _to_husai(
     return w
 
 
+def _own_tensors(file: Path, names: tuple[str, ...]) -> dict[str, Tensor]:
+    """An architecture's `own_tensors` from husai's own file (`build` checks their shapes)."""
+    if not file.is_file():
+        raise HusaiError(f"{file}: missing (this architecture keeps {', '.join(names)} there)")
+    tensors, _ = load_tensors(file)
+    out = {}
+    for name in names:
+        t = tensors.get(name)
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise HusaiError(f"{file}: missing floating-point tensor {name!r}")
+        if not t.isfinite().all():
+            raise HusaiError(f"{file}: {name} contains NaN/Inf")
+        out[name] = t.float()
+    return out
+
+
 def load(path: Path) -> SAE:
     """Read an SAE directory in the SAELens layout into a one-seed husai SAE."""
     path = Path(path)
@@ -222,6 +251,8 @@ def load(path: Path) -> SAE:
             f"{cfg_file}: d_out {raw['d_out']} does not match b_dec {t['b_dec'].shape[0]}"
         )
     w = _to_husai(arch, t, raw, transcoder)
+    if REGISTRY[arch].own_tensors:
+        w |= _own_tensors(path / OWN_WEIGHTS_FILE, REGISTRY[arch].own_tensors)
     d_sae, d_in = int(w["W_dec"].shape[0]), int(REGISTRY[arch].input_width(w))
     check_sizes(raw, {"d_in": d_in, "d_sae": d_sae}, cfg_file)  # (routesae: all layers' width)
     if cfg is not None:
@@ -232,5 +263,6 @@ def load(path: Path) -> SAE:
         value = raw.get(key, meta.get(key))
         setattr(sae, key, str(value) if value is not None else None)
     sae.lm_metadata = lm
-    _check_sealed(raw, cfg_file, weights_file)  # last: the specific errors above come first
+    # last: the specific errors above come first
+    _check_sealed(raw, cfg_file, weights_file, path / OWN_WEIGHTS_FILE)
     return sae
