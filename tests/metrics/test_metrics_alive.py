@@ -65,4 +65,6 @@ def test_seed_coupling_reads_the_config() -> None:
     # λ = 0 trains without the penalty: independent
     assert seed_coupling(SAEConfig(consistency_penalty="reference"))["independent"] is True
     data = seed_coupling(SAEConfig(init="data"))
-    assert data["independent"] is True and data["caveats"]
+    assert data["independent"] is True and "init data" in data["caveats"][0]
+    arche = seed_coupling(SAEConfig(architecture="archetypal"))
+    assert arche["independent"] is True and "archetypal" in arche["caveats"][0]

@@ -72,6 +72,7 @@ class SAE(nn.Module):
     Params: ClassVar[type[ArchParams]] = ArchParams
     uses_k: ClassVar[bool] = False
     balances: ClassVar[bool] = False  # supports balance_rate (husai.sae.balance)
+    data_anchored: ClassVar[bool] = False  # decoder starts from data (husai.sae.coupling)
     supports_multi_topk: ClassVar[bool] = False  # its loss adds MultiTopK's term (multi_topk)
     coefficient_field: ClassVar[str | None] = None
     saelens_renames: ClassVar[dict[str, str]] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from husai.sae.config import SAEConfig
+from husai.sae.registry import REGISTRY
 
 COUPLINGS = {
     "reference": "consistency_penalty reference: every seed is pulled towards one shared "
@@ -23,7 +24,7 @@ COUPLINGS = {
     "joint": "consistency_penalty joint: the seeds' decoders are pulled towards each other",
 }
 DATA_ANCHORED = (
-    "init data: decoder rows start at sampled data rows (each seed its own sample), which "
+    "{what}: decoder rows start at sampled data rows (each seed its own sample), which "
     "can agree across seeds before training: counts only if the at-init agreement is "
     "within the tolerance of random"
 )
@@ -35,5 +36,9 @@ def seed_coupling(cfg: SAEConfig) -> dict[str, Any]:
     couplings = []
     if cfg.consistency_penalty != "none" and cfg.consistency_lambda > 0:
         couplings.append(COUPLINGS[cfg.consistency_penalty])
-    caveats = [DATA_ANCHORED] if cfg.init == "data" else []
+    caveats = []
+    if cfg.init == "data":
+        caveats.append(DATA_ANCHORED.format(what="init data"))
+    if REGISTRY[cfg.architecture].data_anchored:
+        caveats.append(DATA_ANCHORED.format(what=f"architecture {cfg.architecture}"))
     return {"independent": not couplings, "couplings": couplings, "caveats": caveats}

@@ -118,6 +118,7 @@ class ArchetypalSAE(TopKSAE):
     saelens_architecture = "topk"
     Params = ArchetypalParams
     own_tensors = ("candidates", "logits", "relax")
+    data_anchored = True  # atoms start half on one of the seed's data candidates
     params: ArchetypalParams
 
     def __init__(
