@@ -25,9 +25,14 @@ class Interval(TypedDict, total=False):
     level: float
 
 
+ALIVE = "alive_hungarian_mcc"  # the protocol block's metric (husai.experiments.evaluate)
+
+
 def metric(arch: dict[str, Any], key: str) -> dict[str, Any]:
     """One consistency metric block of an SAE configuration (`pwmcc`, `hungarian_mcc`,
-    `shared_fraction@0.5`, ...)."""
+    `shared_fraction@0.5`, ..., and `ALIVE`, from its protocol block)."""
+    if key == ALIVE:
+        return arch["protocol"][ALIVE]
     return arch["consistency"][key]
 
 

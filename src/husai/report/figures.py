@@ -53,9 +53,20 @@ def heatmap(label: str, arch: dict[str, Any], seeds: list[int], path: Path) -> P
 
 
 def trained_vs_baselines(archs: dict[str, Any], path: Path, ci: str = "95%") -> Path:
+    """Trained vs init vs random, PWMCC and Hungarian MCC, one bar group per SAE config.
+    With a protocol block (issue 13) a third panel: Hungarian MCC over alive latents (dead
+    ones unmatched). Many configs (a sweep, an ablation): the panels stack, the labels turn
+    and only the trained bars are labelled, so nothing overlaps."""
     metrics = [("pwmcc", "PWMCC (max-|cos|)"), ("hungarian_mcc", "Hungarian MCC (1-to-1)")]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    if all("protocol" in a for a in archs.values()):
+        metrics.append((R.ALIVE, "Hungarian MCC over alive latents (dead = unmatched)"))
     labels = list(archs)
+    many, n = len(labels) > 4, len(metrics)
+    if many:
+        size = (max(9, 0.6 * len(labels)), 4 * n)
+        fig, axes = plt.subplots(n, 1, figsize=size, sharex=True)
+    else:
+        fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.8), sharey=True)
     width = 0.26
     for ax, (key, title) in zip(axes, metrics, strict=True):
         for g, group in enumerate(("trained", "init", "random")):
@@ -66,13 +77,17 @@ def trained_vs_baselines(archs: dict[str, Any], path: Path, ci: str = "95%") -> 
             )
             xs = np.arange(len(labels)) + (g - 1) * width
             ax.bar(xs, means, width, yerr=err, capsize=3, label=group, color=GROUP_COLOURS[group])
+            if many and group != "trained":
+                continue
             for x, mval in zip(xs, means, strict=True):
                 ax.text(x, mval + 0.02, f"{mval:.2f}", ha="center", fontsize=7)
-        ax.set_xticks(range(len(labels)), labels)
-        ax.set_ylim(0, 1.05)
+        ax.set_xticks(
+            range(len(labels)), labels, rotation=40 if many else 0, ha="right" if many else "center"
+        )
+        ax.set_ylim(0, 1.08)
         ax.set_title(f"{title}\nhigher = more consistent; bars: {ci} bootstrap CI", fontsize=9)
-    axes[0].set_ylabel("mean over seed pairs")
-    axes[1].legend(fontsize=8, loc="upper right")
+        ax.set_ylabel("mean over seed pairs")
+    axes[-1].legend(fontsize=8, loc="upper right")
     return _save(fig, path)
 
 
