@@ -30,6 +30,7 @@ from husai.activations import (
 from husai.config import DataConfig, RunConfig, SAEConfig
 from husai.errors import HusaiError
 from husai.experiments.aggregate import aggregate
+from husai.experiments.coupled import coupled_validation
 from husai.experiments.engine import Job, Progress, Summary, run_jobs
 from husai.experiments.lm_job import LM_JOB_VERSION
 from husai.experiments.plan import preflight, require_sweep
@@ -347,6 +348,9 @@ def _run(
             seeds = {str(s): f"saes/{data.name}/{sae_cfg.label}/seed_{s}" for s in cfg.seeds}
             archs[sae_cfg.label] = {**next(results)["evaluation"], "saes": seeds}
         metrics["datasets"][data.name] = {**data.info, "architectures": archs}
+        validation = coupled_validation(archs, run_dir, cfg.metrics)
+        if validation:
+            metrics["datasets"][data.name]["coupled_validation"] = validation
     metrics.update(aggregate(metrics, cfg.metrics))
     write_json(run_dir / "metrics.json", metrics)
     from husai.gates import DEFAULT_POLICY, gate_run

@@ -236,7 +236,7 @@ def _dataset_section(name: str, ds: dict[str, Any], metrics: dict[str, Any]) -> 
         *gate_data_lines(name, ds),
         *[_finding(name, label, a, len(seeds), ci) for label, a in archs.items()],
         "",
-        *protocol_lines(name, archs),
+        *protocol_lines(name, ds),
         *(_downstream_lines(name, ds) if ds["source"] != "lm" else []),
         *_test_lines(name, archs, metrics["multiple_testing"]["p_adjusted"]),
         *variants_section(name, archs, ci),

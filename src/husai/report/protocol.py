@@ -26,8 +26,31 @@ def _verdict(p: dict[str, Any]) -> str:
     return "trained − init not resolved above 0"
 
 
-def protocol_lines(name: str, archs: dict[str, Any]) -> list[str]:
-    """The table, or nothing when no entry has a protocol block (older metrics.json)."""
+def _validation_lines(name: str, ds: dict[str, Any]) -> list[str]:
+    out = []
+    for c, by in ds.get("coupled_validation", {}).items():
+        for i, v in by.items():
+            out.append(
+                f"- coupled `{c}` against independent `{i}`: cross-seed Hungarian MCC "
+                f"{interval(v['cross'])} (every `{c}` seed × every `{i}` seed) vs "
+                f"{v['independent_within']:.3f} among the `{i}` seeds, {v['coupled_within']:.3f} "
+                f"among the `{c}` seeds (imposed) and {v['random']:.3f} for random "
+                f"dictionaries. Source: `metrics.json` → `datasets.{name}.coupled_validation`."
+            )
+    if not out:
+        return []
+    first = next(iter(next(iter(ds["coupled_validation"].values())).values()))
+    head = (
+        "Coupled configurations validated against independent ones of the same width "
+        f"(higher = more alike; {first['variant']}):"
+    )
+    return [head, "", *out, ""]
+
+
+def protocol_lines(name: str, ds: dict[str, Any]) -> list[str]:
+    """The table and the coupled validation, or nothing when no entry has a protocol block
+    (older metrics.json)."""
+    archs = ds["architectures"]
     rows = []
     for label, a in archs.items():
         p = a.get("protocol")
@@ -76,4 +99,5 @@ def protocol_lines(name: str, archs: dict[str, Any]) -> list[str]:
         "",
         *markdown_table(header, rows),
         "",
+        *_validation_lines(name, ds),
     ]
