@@ -4,9 +4,10 @@ The seeds of a coupled configuration (husai.sae.coupling: a shared reference dec
 joint penalty) agree because training pulls them together, so their agreement says nothing
 about whether the features come back. It is validated against an independent
 configuration of the same run and data set, of the same width, whose own agreement counts
-(`protocol.counts`): every coupled seed is matched to every independent seed, and the mean
-of those cross-pair Hungarian MCCs (|cos|, higher = more alike) is set beside the
-independent seeds' agreement among themselves and the random baseline. A coupled result
+(`protocol.counts`), the one of highest Hungarian MCC among them: every coupled seed is
+matched to every independent seed, and the mean of those cross-pair Hungarian MCCs (|cos|,
+higher = more alike) is set beside the independent seeds' agreement among themselves and
+the random baseline. A coupled result
 that independent training also finds matches the independent seeds about as well as they
 match each other; one that training imposed sits nearer random.
 """
@@ -48,14 +49,19 @@ def coupled_validation(
     archs: dict[str, Any], run_dir: Path, m: MetricsConfig
 ) -> dict[str, dict[str, Any]]:
     """{coupled label: {independent label: block}} for one data set's entries (each with
-    its `protocol` and `saes` paths relative to `run_dir`); empty when there is no pair."""
+    its `protocol` and `saes` paths relative to `run_dir`): each coupled configuration
+    against the best-agreeing counting one of its width; empty when there is no pair."""
     coupled = [k for k, a in archs.items() if "protocol" in a and not a["protocol"]["independent"]]
     counting = [k for k, a in archs.items() if a.get("protocol", {}).get("counts")]
     out: dict[str, dict[str, Any]] = {}
+
+    def agreement(label: str) -> float:
+        return archs[label]["consistency"]["hungarian_mcc"]["trained"]["mean"]
+
     for c in coupled:
-        for i in counting:
-            if archs[c]["config"]["d_sae"] != archs[i]["config"]["d_sae"]:
-                continue
+        width = archs[c]["config"]["d_sae"]
+        same = [i for i in counting if archs[i]["config"]["d_sae"] == width]
+        for i in sorted(same, key=agreement, reverse=True)[:1]:
             dc, di = _decoders(run_dir, archs[c]), _decoders(run_dir, archs[i])
             if dc[0].shape != di[0].shape:
                 continue

@@ -220,7 +220,9 @@ class ArchetypalSAE(TopKSAE):
             norm = w_SFD.norm(dim=-1, keepdim=True)
             ok = norm > 1e-12 * norm.amax(dim=1, keepdim=True)
             self.W_enc.copy_(torch.where(ok, w_SFD / norm.clamp_min(1e-300), self.W_enc.double()))
-            self.init_b_enc(x_ND.mean(0))
+            mean_D = x_ND.mean(0).to(self.W_enc)
+            for s in range(self.n_seeds):  # seed by seed: the same rounding in any ensemble
+                self.b_enc[s] = -(self.W_enc[s] @ mean_D)
 
     def _draw(self, rows: Rows, mean: Tensor, g: torch.Generator) -> Tensor:
         """One seed's [n, O] unit candidates (see the module docstring)."""
