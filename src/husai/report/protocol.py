@@ -64,7 +64,7 @@ def protocol_lines(name: str, ds: dict[str, Any]) -> list[str]:
                 _seeds(p),
                 f"{R.metric(a, 'hungarian_mcc')['init']['mean']:.3f} − "
                 f"{R.metric(a, 'hungarian_mcc')['random']['mean']:.3f} = "
-                f"{p['init_minus_random_hungarian']:+.3f}",
+                f"{round(p['init_minus_random_hungarian'], 3) or 0.0:+.3f}",  # no "-0.000"
                 interval(R.trained(a, "hungarian_mcc")),
                 f"{min(frac['trained']):.2f}–{max(frac['trained']):.2f}",
                 interval(alive["trained"]),
