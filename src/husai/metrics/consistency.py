@@ -32,7 +32,7 @@ from husai.metrics.matching import (
     fallback_scores,
     resolve_method,
 )
-from husai.metrics.validate import ArrayLike, check_block_size, check_threshold
+from husai.metrics.validate import ArrayLike, as_tensor, check_block_size, check_threshold
 
 
 def best_match(
@@ -221,7 +221,7 @@ def alive_hungarian_mcc(
     parked dead latents cannot score on them. ``alive_a`` / ``alive_b``: bool [n_a] / [n_b]
     (e.g. fired on some evaluation row). Higher = more consistent; 0 if either has none.
     """
-    ta, tb = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+    ta, tb = as_tensor(a, "a"), as_tensor(b, "b")
     ma = torch.as_tensor(np.asarray(alive_a), dtype=torch.bool)
     mb = torch.as_tensor(np.asarray(alive_b), dtype=torch.bool)
     for t, m, name in ((ta, ma, "a"), (tb, mb, "b")):
