@@ -3,6 +3,7 @@ downstream performance of the toy model with the SAE spliced in."""
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any
 
 import torch
@@ -11,15 +12,19 @@ from torch import Tensor
 
 from husai.config import MetricsConfig, SAEConfig
 from husai.metrics import (
+    alive_hungarian_mcc,
     loss_recovered,
+    pair_matrix,
     pairwise_groups,
     random_dictionaries,
     random_dictionaries_like,
     stream_quality,
     summarise_pairwise,
+    summarise_values,
 )
 from husai.metrics.variant_summary import summarise_variants, variant_groups
 from husai.sae.base import SAE
+from husai.sae.coupling import seed_coupling
 from husai.sae.trainer import initial_sae
 
 
@@ -191,10 +196,6 @@ ALIVE_VARIANT = (
 
 
 def _alive_values(dicts: list[Tensor], alive: list[Tensor], block_size: int) -> list[float]:
-    from itertools import combinations
-
-    from husai.metrics import alive_hungarian_mcc
-
     return [
         alive_hungarian_mcc(dicts[i], dicts[j], alive[i], alive[j], block_size=block_size)
         for i, j in combinations(range(len(dicts)), 2)
@@ -215,9 +216,6 @@ def protocol_block(
     within INIT_TOLERANCE), consistency over alive latents (dead ones unmatched) against
     random and init, and whether the trained agreement therefore counts as features that
     come back. `counts_*`: [S, F] firing counts on the evaluation rows."""
-    from husai.metrics import pair_matrix, summarise_values
-    from husai.sae.coupling import seed_coupling
-
     S, F, d_out = trained.n_seeds, trained.d_sae, trained.d_out
     alive_t = [c > 0 for c in counts_trained.cpu()]
     alive_i = [c > 0 for c in counts_init.cpu()]
