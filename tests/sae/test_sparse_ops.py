@@ -10,7 +10,7 @@ from _sae_truth import recovery_l0_ev, train_on_synthetic_truth
 
 from husai.config import SAEConfig
 from husai.sae import build_sae
-from husai.sae.sparse_ops import SparseDecode, sparse_t_matmul, topk_rows
+from husai.sae.sparse_ops import ColumnGroups, SparseDecode, sparse_t_matmul, topk_rows
 
 
 def _reference_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,14 +58,29 @@ def test_topk_rows_nan_falls_back_to_torch() -> None:
 def test_sparse_t_matmul_equals_index_add_and_dense() -> None:
     g = torch.Generator().manual_seed(1)
     R, K, D, N = 60, 5, 7, 40
-    flat = torch.stack([torch.randperm(N, generator=g)[:K] for _ in range(R)])
+    # column 0 in every row, columns N-3 … N-1 in none (empty bags)
+    flat = torch.stack(
+        [
+            torch.cat(
+                [torch.zeros(1, dtype=torch.long), torch.randperm(N - 4, generator=g)[: K - 1] + 1]
+            )
+            for _ in range(R)
+        ]
+    )
     vals, dense = torch.randn(R, K, generator=g), torch.randn(R, D, generator=g)
     out = sparse_t_matmul(flat, vals, dense, N)
     contrib = (vals.unsqueeze(-1) * dense.unsqueeze(1)).reshape(-1, D)
     by_index_add = torch.zeros(N, D).index_add_(0, flat.reshape(-1), contrib)
-    assert torch.equal(out, by_index_add)  # same sums in the same order
+    assert torch.allclose(out, by_index_add, rtol=0, atol=1e-5)  # same sums, same order
     codes = torch.zeros(R, N).scatter_(1, flat, vals)
     assert torch.allclose(out, codes.T @ dense, atol=1e-5)
+    assert torch.equal(out[N - 3 :], torch.zeros(3, D))
+    groups = ColumnGroups(N)  # one grouping, shared by two products
+    groups.set(flat)
+    other = torch.randn(R, 3, generator=g)
+    assert torch.equal(sparse_t_matmul(flat, vals, dense, N, groups), out)
+    shared = sparse_t_matmul(flat, vals, other, N, groups)
+    assert torch.equal(shared, sparse_t_matmul(flat, vals, other, N))
 
 
 def test_sparse_decode_gradients_equal_embedding_bag() -> None:

@@ -34,7 +34,8 @@ from husai.sae.schedule import lr_scheduler
 DATA_SEED_OFFSET = 1_000_003
 # Bump when training computes different weights for the same config and data (saved seeds of
 # another version are retrained, not reused). 2: sparse_ops top-k and gradients, fused Adam.
-TRAINER_VERSION = 2
+# 3: the weight gradients as embedding_bag sums over latent-grouped codes (float rounding).
+TRAINER_VERSION = 3
 
 
 def build_sae(cfg: SAEConfig, d_in: int, seeds: Sequence[int], d_out: int | None = None) -> SAE:

@@ -38,7 +38,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from husai.errors import HusaiError
-from husai.sae.architectures.topk import TopKParams, TopKSAE, _TopKEncode
+from husai.sae.architectures.topk import TopKParams, TopKSAE
 from husai.sae.registry import register
 
 if TYPE_CHECKING:
@@ -172,10 +172,7 @@ class RouteSAE(TopKSAE):
     def _encode_routed(self, u_SBD: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
         """Top-k codes (default: the config's k) of the router's output u [S, B, D] (the
         shared SAE's input)."""
-        bias = self.select_bias if self.training_balance() else None
-        k = self.params.k if k is None else k
-        args = (self.input_bias(), self.W_enc, self.b_enc, k, bias)
-        return _TopKEncode.apply(u_SBD, *args)
+        return self._encode_stacked(u_SBD, k)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBLD = self.layers(x_SBD)

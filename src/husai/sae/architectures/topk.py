@@ -46,7 +46,7 @@ from husai.sae.balance import firing_counts, update_bias
 from husai.sae.base import SAE, ArchParams
 from husai.sae.data import Rows
 from husai.sae.registry import register
-from husai.sae.sparse_ops import SparseDecode, sparse_t_matmul, topk_rows
+from husai.sae.sparse_ops import ColumnGroups, SparseDecode, sparse_t_matmul, topk_rows
 
 if TYPE_CHECKING:
     from husai.sae.config import SAEConfig
@@ -106,9 +106,10 @@ class TopKParams(ArchParams):
 
 
 class _TopKEncode(torch.autograd.Function):
-    """(x [S,B,D], b_dec [S,D], W_enc [S,F,D], b_enc [S,F], k) → (ReLU'd top-k values,
-    flat indices into the S·F stacked latents), with a backward that touches only the
-    chosen encoder rows."""
+    """(x [S,B,D], b_dec [S,D], W_enc [S,F,D], b_enc [S,F], k, select_bias, groups) →
+    (ReLU'd top-k values, flat indices into the S·F stacked latents), with a backward that
+    touches only the chosen encoder rows. `groups` (a `ColumnGroups`, optional) is given the
+    flat indices, so that the decoder's backward can share their grouping by latent."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -119,6 +120,7 @@ class _TopKEncode(torch.autograd.Function):
         b_enc: Tensor,
         k: int,
         select_bias: Tensor | None = None,
+        groups: ColumnGroups | None = None,
     ):
         S, F, D = W_enc.shape
         x_c = x - b_dec.unsqueeze(1)
@@ -133,6 +135,10 @@ class _TopKEncode(torch.autograd.Function):
         flat_SBK = idx_SBK + (torch.arange(S, device=x.device) * F).view(S, 1, 1)
         ctx.save_for_backward(x_c, W_enc, flat_SBK, vals_SBK)
         ctx.mark_non_differentiable(flat_SBK)
+        if groups is None:
+            groups = ColumnGroups(S * F)
+        groups.set(flat_SBK.reshape(-1, k))
+        ctx.groups = groups
         return vals_SBK, flat_SBK
 
     @staticmethod
@@ -156,10 +162,14 @@ class _TopKEncode(torch.autograd.Function):
             grad_b_dec = -torch.bmm(g_SF.unsqueeze(1), W_enc).squeeze(1)
         if ctx.needs_input_grad[2]:  # Σ_b g_bf x_b: one sparse product over the K per row
             grad_W = sparse_t_matmul(
-                flat_SBK.reshape(S * B, K), g_SBK.reshape(S * B, K), x_c.reshape(S * B, D), S * F
+                flat_SBK.reshape(S * B, K),
+                g_SBK.reshape(S * B, K),
+                x_c.reshape(S * B, D),
+                S * F,
+                ctx.groups,
             ).view(S, F, D)
         grad_b_enc = g_SF if ctx.needs_input_grad[3] else None
-        return grad_x, grad_b_dec, grad_W, grad_b_enc, None, None
+        return grad_x, grad_b_dec, grad_W, grad_b_enc, None, None, None
 
 
 @register
@@ -191,6 +201,9 @@ class TopKSAE(SAE):
         # training statistic, not saved: husai.sae.balance's selection bias (None = off)
         self.select_bias: Tensor | None = None
         self._step, self._total_steps = 0, 1
+        # the last training selection's flat indices and their grouping by latent, which
+        # the decoder's backward shares with the encoder's (sparse_ops.ColumnGroups)
+        self._groups: tuple[Tensor, ColumnGroups] | None = None
 
     def activation(self, pre_SBF: Tensor) -> Tensor:
         vals, idx = topk_rows(pre_SBF, self.params.k)  # the training path's selection
@@ -199,10 +212,18 @@ class TopKSAE(SAE):
     def sparse_encode(self, x_SBD: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
         """(values [S, B, K], flat latent indices into the S·F stacked rows [S, B, K]) of
         the top K = k latents (default: the config's k), values descending."""
-        x = self._stack(x_SBD)
+        return self._encode_stacked(self._stack(x_SBD), k)
+
+    def _encode_stacked(self, x_SBD: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+        """`sparse_encode` of x [S, B, D] (the shared encoder's input)."""
         k = self.params.k if k is None else k
         bias = self.select_bias if self.training_balance() else None
-        return _TopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, k, bias)
+        groups = ColumnGroups(self.n_seeds * self.d_sae)
+        vals, flat = _TopKEncode.apply(
+            x_SBD, self.input_bias(), self.W_enc, self.b_enc, k, bias, groups
+        )
+        self._groups = (flat, groups)
+        return vals, flat
 
     def loss_k(self) -> int:
         """Latents the loss selects per input: k, or with MultiTopK k' = k × factor (≤ F)."""
@@ -226,7 +247,9 @@ class TopKSAE(SAE):
             self.W_dec.reshape(S * self.d_sae, self.d_out),
         )
         if self.W_dec.device.type == "cpu":
-            out = SparseDecode.apply(*args)
+            shared = self._groups  # the encoder's grouping, if these are its indices
+            groups = shared[1] if shared is not None and shared[0] is flat_SBK else None
+            out = SparseDecode.apply(*args, groups)
         else:
             out = fn.embedding_bag(args[1], args[2], per_sample_weights=args[0], mode="sum")
         return out.view(S, B, self.d_out)
