@@ -5,6 +5,7 @@ asserts nothing (timings flake in tests).
     python benchmarks/bench_train.py --bf16                  # both under bfloat16 autocast
     python benchmarks/bench_train.py --geometry toy --archs topk,batchtopk,matryoshka,relu,jumprelu
     python benchmarks/bench_train.py --threads 1 --reps 7    # pin both to one torch thread
+    python benchmarks/bench_train.py --geometry toy --profile  # husai's ops per step
 
 Same data (seeded Gaussian rows), same geometry, same seeds count, Adam, one epoch:
 husai's `train_sae` (all seeds as one stacked ensemble) against dictionary_learning's
@@ -33,7 +34,11 @@ import statistics
 import time
 from collections.abc import Callable
 
+# isort: off
+import husai  # noqa: F401  # first, as the CLI: its OpenMP wait setting (husai/__init__.py)
 import torch
+
+# isort: on
 
 from husai.sae import train_sae
 from husai.sae.config import SAEConfig
@@ -170,6 +175,27 @@ def roofline(
     return t_enc, t_five
 
 
+def profile_step(geometry: str, arch: str, args: argparse.Namespace) -> None:
+    """Prints husai's own ops over one training run of the geometry (torch.profiler, by
+    self CPU time), per step."""
+    from torch.profiler import profile
+
+    d_in, d_sae, batch, steps = GEOMETRIES[geometry]
+    steps = args.steps or steps
+    x = torch.randn(steps * batch, d_in, generator=torch.Generator().manual_seed(0))
+    run = husai_runner(arch, x, d_sae, batch, args.seeds, args.bf16, args.device)
+    run()  # warm-up
+    with profile() as prof:
+        run()
+    print(f"{geometry} {arch}: the {steps} steps' ops, ms per step (self CPU):")
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+    print(f"  {'all ops':32s} {total:7.2f}")
+    for e in events[:15]:
+        per_step = e.self_cpu_time_total / 1e3 / steps
+        print(f"  {e.key:32s} {per_step:7.2f}   ({e.count / steps:g} calls)")
+
+
 def bench(geometry: str, arch: str, args: argparse.Namespace) -> None:
     d_in, d_sae, batch, steps = GEOMETRIES[geometry]
     if args.steps:
@@ -234,13 +260,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-roofline", action="store_true")
+    p.add_argument("--profile", action="store_true", help="print husai's ops per step instead")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     geometries = list(GEOMETRIES) if args.geometry == "both" else [args.geometry]
     for geometry in geometries:
         for arch in args.archs.split(","):
-            bench(geometry, arch, args)
+            (profile_step if args.profile else bench)(geometry, arch, args)
 
 
 if __name__ == "__main__":

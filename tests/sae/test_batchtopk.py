@@ -6,7 +6,6 @@ import pytest
 import torch
 from _sae_truth import arch_config
 
-from husai.config import SAEConfig
 from husai.metrics.recovery import recovery
 from husai.sae import build_sae, load, save, train_sae
 from husai.synthetic import SyntheticConfig, generate
@@ -55,26 +54,56 @@ def test_matryoshka_prefix_losses_by_hand() -> None:
     assert torch.allclose(loss, (2 * inner + full).view(1)) and torch.allclose(parts["mse"], full)
 
 
-def test_sparse_path_matches_dense_autograd() -> None:
-    sae = build_sae(SAEConfig(architecture="batchtopk", d_sae=40, k=5), 12, [3, 4])
+def _dense_reference_loss(sae, x: torch.Tensor, n: int) -> torch.Tensor:
+    """Plain autograd: the n largest pre-activations of each seed's batch (ties to the lower
+    flat index, a stable sort), ReLU'd, as dense codes; each prefix's MSE (Matryoshka:
+    summed; BatchTopK: the full dictionary only)."""
+    pre = sae.pre_acts(x)
+    S, B, F = pre.shape
+    idx = pre.reshape(S, -1).sort(dim=-1, descending=True, stable=True).indices[:, :n]
+    keep = torch.zeros(S, B * F).scatter_(1, idx, 1.0).view(S, B, F)
+    codes = pre.relu() * keep
+    ends = getattr(sae, "prefixes", [F])
+    loss = 0
+    for m in ends:
+        recon = torch.baddbmm(sae.b_dec.unsqueeze(1), codes[..., :m], sae.W_dec[:, :m])
+        loss = loss + (recon - x).pow(2).sum(-1).mean(-1)
+    return loss
+
+
+@pytest.mark.parametrize(
+    ("arch", "case"),
+    [
+        ("batchtopk", "random"),
+        ("batchtopk", "ties"),
+        ("batchtopk", "n = B·F"),
+        ("matryoshka", "random"),
+        ("matryoshka", "ties"),
+    ],
+)
+def test_sparse_path_matches_dense_autograd(arch: str, case: str) -> None:
+    k = 40 if case == "n = B·F" else 5
+    extra = {"prefix_sizes": (0.1, 0.25, 0.5)} if arch == "matryoshka" else {}
+    sae = build_sae(arch_config(arch, d_sae=40, k=k, **extra), 12, [3, 4])
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 20, 12, generator=g)
     with torch.no_grad():
-        sae.b_enc.normal_()
-        sae.b_dec.normal_()
-    x = torch.randn(2, 20, 12)
+        sae.b_enc.normal_(generator=g)
+        sae.b_dec.normal_(generator=g)
+        if case == "ties":  # integer weights and inputs: many tied pre-activations
+            sae.W_enc.copy_(torch.randint(-1, 2, sae.W_enc.shape, generator=g).float())
+            sae.b_enc.zero_()
+            sae.b_dec.zero_()
+            x = torch.randint(-1, 2, x.shape, generator=g).float()
     fast, _ = sae.loss(x)
     fast.sum().backward()
     g_fast = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
     sae.zero_grad()
-    pre = sae.pre_acts(x).relu()
-    S, B, F = pre.shape
-    keep = torch.zeros_like(pre).reshape(S, -1)
-    keep.scatter_(1, pre.reshape(S, -1).topk(5 * B, dim=-1).indices, 1.0)
-    codes = pre * keep.view(S, B, F)
-    dense = (sae.decode(codes) - x).pow(2).sum(-1).mean(-1)
+    dense = _dense_reference_loss(sae, x, k * 20)
     dense.sum().backward()
     assert torch.allclose(fast, dense, atol=1e-5)
-    for n, g in g_fast.items():
-        assert torch.allclose(g, getattr(sae, n).grad, atol=1e-5), n
+    for n, grad in g_fast.items():
+        assert torch.allclose(grad, getattr(sae, n).grad, atol=1e-5), n
 
 
 @pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])

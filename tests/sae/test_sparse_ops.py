@@ -10,7 +10,14 @@ from _sae_truth import recovery_l0_ev, train_on_synthetic_truth
 
 from husai.config import SAEConfig
 from husai.sae import build_sae
-from husai.sae.sparse_ops import ColumnGroups, SparseDecode, sparse_t_matmul, topk_rows
+from husai.sae.sparse_ops import (
+    BagDecode,
+    ColumnGroups,
+    SparseDecode,
+    bag_t_matmul,
+    sparse_t_matmul,
+    topk_rows,
+)
 
 
 def _reference_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +54,16 @@ def test_topk_rows_equals_torch_topk(case: str) -> None:
         assert torch.equal(idx, _reference_topk(pre, k)[1])
 
 
+@pytest.mark.parametrize("case", list(_inputs()))
+def test_topk_rows_by_index_lists_the_same_entries_by_index(case: str) -> None:
+    pre, k = _inputs()[case]
+    vals, idx = topk_rows(pre, k)
+    vals_i, idx_i = topk_rows(pre, k, by_index=True)
+    assert (idx_i.diff(dim=-1) > 0).all()  # ascending index
+    assert torch.equal(pre.gather(-1, idx_i), vals_i)
+    assert torch.equal(idx.sort(-1).values, idx_i)  # the same k entries
+
+
 def test_topk_rows_nan_falls_back_to_torch() -> None:
     pre = torch.randn(3, 256)
     pre[1, 7] = torch.nan
@@ -81,6 +98,42 @@ def test_sparse_t_matmul_equals_index_add_and_dense() -> None:
     assert torch.equal(sparse_t_matmul(flat, vals, dense, N, groups), out)
     shared = sparse_t_matmul(flat, vals, other, N, groups)
     assert torch.equal(shared, sparse_t_matmul(flat, vals, other, N))
+
+
+def test_bag_t_matmul_equals_index_add() -> None:
+    g = torch.Generator().manual_seed(3)
+    N, R, D, C = 200, 30, 6, 25
+    rows = torch.randint(0, R, (N,), generator=g).sort().values  # any number per row
+    cols = torch.randint(0, C - 2, (N,), generator=g)  # the last two columns empty
+    vals, dense = torch.randn(N, generator=g), torch.randn(R, D, generator=g)
+    out = bag_t_matmul(cols, rows, vals, dense, C)
+    ref = torch.zeros(C, D).index_add_(0, cols, vals.unsqueeze(-1) * dense[rows])
+    assert torch.allclose(out, ref, rtol=0, atol=1e-5) and torch.equal(out[-2:], torch.zeros(2, D))
+    groups = ColumnGroups(C).set(cols)
+    assert torch.equal(bag_t_matmul(cols, rows, vals, dense, C, groups), out)
+
+
+def test_bag_decode_gradients_equal_index_add() -> None:
+    g = torch.Generator().manual_seed(4)
+    N, n_bags, D, C = 40, 12, 5, 9
+    bags = torch.randint(0, n_bags - 1, (N,), generator=g).sort().values  # last bag empty
+    cols = torch.randint(0, C, (N,), generator=g)
+    vals = torch.randn(N, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(C, D, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def bag(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return BagDecode.apply(v, cols, bags, n_bags, w)
+
+    assert torch.autograd.gradcheck(bag, (vals, W))
+    out = bag(vals, W)
+    ref = torch.zeros(n_bags, D, dtype=torch.float64).index_add(
+        0, bags, vals.unsqueeze(-1) * W[cols]
+    )
+    up = torch.randn(n_bags, D, generator=g, dtype=torch.float64)
+    assert torch.allclose(out, ref, atol=1e-12) and out[-1].eq(0).all()
+    grads = torch.autograd.grad(out, (vals, W), up)
+    for a, b in zip(grads, torch.autograd.grad(ref, (vals, W), up), strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
 
 
 def test_sparse_decode_gradients_equal_embedding_bag() -> None:

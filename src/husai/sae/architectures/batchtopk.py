@@ -10,6 +10,10 @@ shrinking activations of early training (on the toy model it left inference L0 a
 k = 32 and 78% of latents dead), so after the last step θ is recalibrated on the training
 rows (at most CALIBRATION_ROWS, evenly spaced): θ = the (k·n + 1)-th largest pre-activation
 of the n rows, so that inference L0 averages k on them (BatchTopK over the whole set).
+The batch-wide selection is `topk_rows` over each seed's B·F pre-activations (ties to the
+lower index), its codes listed in (input, latent) order, so that decoding is one
+embedding_bag per input (`BagDecode`) and both weight gradients are embedding_bag sums over
+the codes grouped by latent (`bag_t_matmul`; one grouping shared by encoder and decoder).
 Inference is JumpReLU with that threshold, codes = ReLU(pre) · 1[pre > θ], which is how
 sae-lens saves BatchTopK SAEs: architecture "jumprelu" with `threshold` = θ for every
 latent (so sae-lens loads husai's directory as a JumpReLU SAE). The threshold is stored
@@ -26,6 +30,7 @@ from torch import Tensor, nn
 from husai.sae.architectures.topk import TopKSAE
 from husai.sae.data import Rows, as_rows
 from husai.sae.registry import register
+from husai.sae.sparse_ops import BagDecode, ColumnGroups, bag_t_matmul, topk_rows
 
 if TYPE_CHECKING:
     from husai.sae.config import SAEConfig
@@ -35,23 +40,34 @@ CALIBRATION_ROWS = 16_384
 
 
 class _BatchTopKEncode(torch.autograd.Function):
-    """(x [S,B,D], b_dec, W_enc [S,F,D], b_enc, n) → (the n largest ReLU'd pre-activations
-    of each seed's batch [S, n], their flat latent index into the S·F stacked latents, their
-    flat sample index into the S·B stacked inputs); the backward touches only those."""
+    """(x [S,B,D], b_dec, W_enc [S,F,D], b_enc, n, groups) → (the n largest ReLU'd
+    pre-activations of each seed's batch [S, n], their flat latent index into the S·F
+    stacked latents, their flat sample index into the S·B stacked inputs), in (sample,
+    latent) order; the backward touches only those. `groups` (a `ColumnGroups`, optional)
+    is given the latent indices, for the decoder's backward to share."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, n: int):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        b_dec: Tensor,
+        W_enc: Tensor,
+        b_enc: Tensor,
+        n: int,
+        groups: ColumnGroups | None = None,
+    ):
         S, F, D = W_enc.shape
         B = x.shape[1]
         x_c = x - b_dec.unsqueeze(1)
-        pre_SBF = torch.bmm(x_c, W_enc.transpose(1, 2)).add_(b_enc.unsqueeze(1))
-        vals_SN, idx_SN = pre_SBF.reshape(S, B * F).topk(n, dim=-1)
+        pre_SBF = torch.baddbmm(b_enc.unsqueeze(1), x_c, W_enc.transpose(1, 2))
+        vals_SN, idx_SN = topk_rows(pre_SBF.reshape(S, B * F), n, by_index=True)
         vals_SN = vals_SN.clamp_min_(0)
         s = torch.arange(S, device=x.device).view(S, 1)
         latent_SN = idx_SN % F + s * F
         sample_SN = idx_SN // F + s * B
         ctx.save_for_backward(x_c, W_enc, latent_SN, sample_SN, vals_SN)
         ctx.mark_non_differentiable(latent_SN, sample_SN)
+        ctx.groups = (groups or ColumnGroups(S * F)).set(latent_SN)
         return vals_SN, latent_SN, sample_SN
 
     @staticmethod
@@ -70,10 +86,10 @@ class _BatchTopKEncode(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_b_dec = -torch.bmm(g_SF.unsqueeze(1), W_enc).squeeze(1)
         if ctx.needs_input_grad[2]:
-            rows = g.unsqueeze(-1) * x_c.reshape(S * B, D)[smp]
-            grad_W = W_enc.new_zeros(S * F, D).index_add_(0, lat, rows).view(S, F, D)
+            x_flat = x_c.reshape(S * B, D)
+            grad_W = bag_t_matmul(lat, smp, g, x_flat, S * F, ctx.groups).view(S, F, D)
         grad_b_enc = g_SF if ctx.needs_input_grad[3] else None
-        return grad_x, grad_b_dec, grad_W, grad_b_enc, None
+        return grad_x, grad_b_dec, grad_W, grad_b_enc, None, None
 
 
 @register
@@ -104,7 +120,10 @@ class BatchTopKSAE(TopKSAE):
         """Training codes: (values [S, N], flat latent [S, N], flat sample [S, N]), N = k·B."""
         x = self._stack(x_SBD)
         n = min(self.params.k * x.shape[1], x.shape[1] * self.d_sae)
-        return _BatchTopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, n)
+        groups = ColumnGroups(self.n_seeds * self.d_sae)
+        out = _BatchTopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, n, groups)
+        self._groups = (out[1], groups)  # shared with the decoder's backward (bag_sum)
+        return out
 
     def batch_encode_dense(self, x_SBD: Tensor) -> Tensor:
         """Training codes as a dense [S, B, F] tensor (for inspection and tests)."""
@@ -120,11 +139,21 @@ class BatchTopKSAE(TopKSAE):
         W = self.W_dec.reshape(-1, self.d_out)
         return vals.reshape(-1, 1) * W[lat.reshape(-1)]
 
+    def bag_sum(self, vals: Tensor, lat: Tensor, bags: Tensor, n_bags: int) -> Tensor:
+        """[n_bags, O]: bag i sums each kept code in it (bags non-decreasing along the
+        codes, as batch_encode lists them) times its decoder row."""
+        if self.W_dec.device.type != "cpu":  # off the CPU: index_add (untested there)
+            rows = self.batch_contributions(vals, lat)  # float32 under bf16 autocast too
+            return rows.new_zeros(n_bags, self.d_out).index_add(0, bags.reshape(-1), rows)
+        shared = self._groups  # the encoder's grouping, if these are its latents
+        groups = shared[1] if shared is not None and shared[0] is lat else None
+        W = self.W_dec.reshape(-1, self.d_out)
+        v = vals.reshape(-1).to(W.dtype)  # float32 under bf16 autocast too
+        return BagDecode.apply(v, lat.reshape(-1), bags.reshape(-1), n_bags, W, groups)
+
     def batch_decode(self, vals: Tensor, lat: Tensor, smp: Tensor, B: int) -> Tensor:
-        S = self.n_seeds
-        rows = self.batch_contributions(vals, lat)  # float32 under bf16 autocast too
-        out = rows.new_zeros(S * B, self.d_out).index_add(0, smp.reshape(-1), rows)
-        return out.view(S, B, self.d_out) + self.b_dec.unsqueeze(1)
+        out = self.bag_sum(vals, lat, smp, self.n_seeds * B)
+        return out.view(self.n_seeds, B, self.d_out) + self.b_dec.unsqueeze(1)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)

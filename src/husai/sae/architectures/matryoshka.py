@@ -69,10 +69,10 @@ class MatryoshkaSAE(BatchTopKSAE):
         S, L, F = self.n_seeds, len(self.prefixes), self.d_sae
         ends = torch.tensor(self.prefixes, device=lat.device)
         level = torch.bucketize(lat.reshape(-1) % F, ends, right=True)  # first prefix holding f
-        out = vals.new_zeros(L * S * B, self.d_out).index_add(
-            0, level * (S * B) + smp.reshape(-1), self.batch_contributions(vals, lat)
-        )
-        return out.view(L, S, B, self.d_out).cumsum(0) + self.b_dec.unsqueeze(1)
+        # bag (sample, level): non-decreasing, as the codes come in (sample, latent) order
+        out = self.bag_sum(vals, lat, smp.reshape(-1) * L + level, S * B * L)
+        out = out.view(S, B, L, self.d_out).cumsum(2).permute(2, 0, 1, 3)
+        return out + self.b_dec.unsqueeze(1)
 
     def loss(self, x_SBD: Tensor, y_SBO: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x_SBD = self._stack(x_SBD)

@@ -46,7 +46,12 @@ from husai.sae.balance import firing_counts, update_bias
 from husai.sae.base import SAE, ArchParams
 from husai.sae.data import Rows
 from husai.sae.registry import register
-from husai.sae.sparse_ops import ColumnGroups, SparseDecode, sparse_t_matmul, topk_rows
+from husai.sae.sparse_ops import (
+    ColumnGroups,
+    SparseDecode,
+    sparse_t_matmul,
+    topk_rows,
+)
 
 if TYPE_CHECKING:
     from husai.sae.config import SAEConfig
@@ -124,13 +129,8 @@ class _TopKEncode(torch.autograd.Function):
     ):
         S, F, D = W_enc.shape
         x_c = x - b_dec.unsqueeze(1)
-        pre_SBF = torch.bmm(x_c, W_enc.transpose(1, 2)).add_(b_enc.unsqueeze(1))
-        if select_bias is None:
-            vals_SBK, idx_SBK = topk_rows(pre_SBF, k)
-        else:  # husai.sae.balance: the bias chooses, the values stay unbiased (descending)
-            _, idx_SBK = topk_rows(pre_SBF + select_bias.unsqueeze(1), k)
-            vals_SBK, order = pre_SBF.gather(-1, idx_SBK).sort(dim=-1, descending=True, stable=True)
-            idx_SBK = idx_SBK.gather(-1, order)
+        pre_SBF = torch.baddbmm(b_enc.unsqueeze(1), x_c, W_enc.transpose(1, 2))
+        vals_SBK, idx_SBK = _select(pre_SBF, k, select_bias)
         vals_SBK = vals_SBK.clamp_min_(0)
         flat_SBK = idx_SBK + (torch.arange(S, device=x.device) * F).view(S, 1, 1)
         ctx.save_for_backward(x_c, W_enc, flat_SBK, vals_SBK)
@@ -170,6 +170,16 @@ class _TopKEncode(torch.autograd.Function):
             ).view(S, F, D)
         grad_b_enc = g_SF if ctx.needs_input_grad[3] else None
         return grad_x, grad_b_dec, grad_W, grad_b_enc, None, None, None
+
+
+def _select(pre_SBF: Tensor, k: int, select_bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The top k of pre (values descending); with husai.sae.balance's bias, the top k of
+    pre + bias, with pre's values (the bias chooses, the values stay unbiased)."""
+    if select_bias is None:
+        return topk_rows(pre_SBF, k)
+    _, idx_SBK = topk_rows(pre_SBF + select_bias.unsqueeze(1), k)
+    vals_SBK, order = pre_SBF.gather(-1, idx_SBK).sort(dim=-1, descending=True, stable=True)
+    return vals_SBK, idx_SBK.gather(-1, order)
 
 
 @register
@@ -316,6 +326,7 @@ class TopKSAE(SAE):
 
     @torch.no_grad()
     def after_step(self, parts: dict[str, Tensor], n_tokens: int) -> None:
+        self._groups = None  # the step's backward has used it
         self.tokens_since_fired.add_(n_tokens).masked_fill_(parts["fired"], 0)
         if self.training_balance() and "counts" in parts:
             p = self.params
