@@ -252,7 +252,7 @@ class SAE(nn.Module):
         """Drop the gradient component along each decoder row (keeps rows on the sphere)."""
         if self.W_dec.grad is not None:
             g, w = self.W_dec.grad, self.W_dec
-            g -= (g * w).sum(-1, keepdim=True) * w
+            g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(-1), w, value=-1)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
