@@ -34,7 +34,8 @@ from husai.sae.schedule import lr_scheduler
 DATA_SEED_OFFSET = 1_000_003
 # Bump when training computes different weights for the same config and data (saved seeds of
 # another version are retrained, not reused). 2: sparse_ops top-k and gradients, fused Adam.
-# 3: the weight gradients as embedding_bag sums over latent-grouped codes (float rounding).
+# 3: weight gradients as embedding_bag sums over latent-grouped codes, BatchTopK/Matryoshka
+# decoded by embedding_bag with their batch-wide ties to the lower index (float rounding).
 TRAINER_VERSION = 3
 
 
