@@ -52,40 +52,26 @@ class JumpReLUParams(ArchParams):
     )
 
 
-def _kernel(pre: Tensor, theta: Tensor, eps: Tensor) -> Tensor:
-    """Rectangle kernel K((pre − θ)/ε) / ε."""
-    return ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
-
-
 class _JumpReLU(torch.autograd.Function):
-    """ReLU(pre) · H(pre − θ) with the straight-through gradient for θ."""
+    """(pre, θ, ε) → (codes ReLU(pre) · H(pre − θ), L0 per input Σ_F H(pre − θ)) with the
+    straight-through gradients for θ: ∂codes/∂θ = −(θ/ε) K, ∂L0/∂θ = −(1/ε) K, K the
+    rectangle kernel 1[|pre − θ| < ε/2] — one kernel evaluation serves both; none into pre
+    from L0."""
 
     @staticmethod
-    def forward(ctx: Any, pre: Tensor, theta: Tensor, eps: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, pre: Tensor, theta: Tensor, eps: Tensor):  # type: ignore[override]
         ctx.save_for_backward(pre, theta, eps)
-        return torch.relu(pre) * (pre > theta)
+        on = pre > theta
+        return torch.relu(pre) * on, on.sum(-1, dtype=pre.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_codes: Tensor, grad_l0: Tensor):  # type: ignore[override]
         pre, theta, eps = ctx.saved_tensors
-        grad_pre = grad * ((pre > theta) & (pre > 0))
-        grad_theta = (-theta * _kernel(pre, theta, eps) * grad).sum(1, keepdim=True)
+        grad_pre = grad_codes * ((pre > theta) & (pre > 0))
+        near = (pre - theta).abs() < eps / 2
+        per_entry = torch.addcmul(grad_l0.unsqueeze(-1), theta, grad_codes)  # θ·g + g_L0
+        grad_theta = -(per_entry * near).sum(1, keepdim=True) / eps
         return grad_pre, grad_theta, None
-
-
-class _Step(torch.autograd.Function):
-    """H(pre − θ) with the straight-through gradient for θ only (none into pre)."""
-
-    @staticmethod
-    def forward(ctx: Any, pre: Tensor, theta: Tensor, eps: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(pre, theta, eps)
-        return (pre > theta).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
-        pre, theta, eps = ctx.saved_tensors
-        grad_theta = (-_kernel(pre, theta, eps) * grad).sum(1, keepdim=True)
-        return None, grad_theta, None
 
 
 @register
@@ -126,9 +112,9 @@ class JumpReLUSAE(SAE):
         y_SBO = self.target(x_SBD, y_SBO)
         pre = self.pre_acts(x_SBD)
         theta, eps = self.threshold.unsqueeze(1), self.bandwidth(x_SBD)
-        codes = _JumpReLU.apply(pre, theta, eps)
+        codes, l0_SB = _JumpReLU.apply(pre, theta, eps)
         mse = (self.decode(codes) - y_SBO).pow(2).sum(-1).mean(-1)
-        l0 = _Step.apply(pre, theta, eps).sum(-1).mean(-1)
+        l0 = l0_SB.mean(-1)
         penalty = self.coefficient * l0
         parts = {"mse": mse.detach(), "penalty": penalty.detach(), "l0": l0.detach()}
         return mse + penalty, parts
