@@ -43,3 +43,20 @@ def recovery_l0_ev(sae: SAE, x: torch.Tensor, true_FD: torch.Tensor) -> tuple[fl
         l0 = (codes > 0).sum(-1).float().mean().item()
         ev = 1 - (sae.decode(codes)[0] - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
     return recovery(true_FD, sae.W_dec[0].detach())["hungarian_mcc"], l0, float(ev)
+
+
+def gradient_test_inputs(sae: SAE, shape: tuple[int, ...], seed: int, ties: bool) -> torch.Tensor:
+    """Inputs x of `shape` for a sparse-path-vs-dense-autograd test, with random biases set
+    on `sae`; `ties`: integer encoder weights and inputs and zero biases instead, so that
+    many pre-activations tie."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g)
+    with torch.no_grad():
+        sae.b_enc.normal_(generator=g)
+        sae.b_dec.normal_(generator=g)
+        if ties:
+            sae.W_enc.copy_(torch.randint(-1, 2, sae.W_enc.shape, generator=g).float())
+            sae.b_enc.zero_()
+            sae.b_dec.zero_()
+            x = torch.randint(-1, 2, x.shape, generator=g).float()
+    return x

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _sae_truth import arch_config
+from _sae_truth import arch_config, gradient_test_inputs
 
 from husai.metrics.recovery import recovery
 from husai.sae import build_sae, load, save, train_sae
@@ -85,16 +85,7 @@ def test_sparse_path_matches_dense_autograd(arch: str, case: str) -> None:
     k = 40 if case == "n = B·F" else 5
     extra = {"prefix_sizes": (0.1, 0.25, 0.5)} if arch == "matryoshka" else {}
     sae = build_sae(arch_config(arch, d_sae=40, k=k, **extra), 12, [3, 4])
-    g = torch.Generator().manual_seed(6)
-    x = torch.randn(2, 20, 12, generator=g)
-    with torch.no_grad():
-        sae.b_enc.normal_(generator=g)
-        sae.b_dec.normal_(generator=g)
-        if case == "ties":  # integer weights and inputs: many tied pre-activations
-            sae.W_enc.copy_(torch.randint(-1, 2, sae.W_enc.shape, generator=g).float())
-            sae.b_enc.zero_()
-            sae.b_dec.zero_()
-            x = torch.randint(-1, 2, x.shape, generator=g).float()
+    x = gradient_test_inputs(sae, (2, 20, 12), seed=6, ties=case == "ties")
     fast, _ = sae.loss(x)
     fast.sum().backward()
     g_fast = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as fn
-from _sae_truth import recovery_l0_ev, train_on_synthetic_truth
+from _sae_truth import gradient_test_inputs, recovery_l0_ev, train_on_synthetic_truth
 
 from husai.config import SAEConfig
 from husai.sae import build_sae
@@ -158,16 +158,7 @@ def test_topk_training_path_equals_dense_autograd(case: str) -> None:
     reference selection and plain autograd: loss and every gradient."""
     d_sae, k = (16, 16) if case == "k = d_sae" else (64, 6)
     sae = build_sae(SAEConfig(architecture="topk", d_sae=d_sae, k=k), 8, [3, 4])
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 40, 8, generator=g)
-    with torch.no_grad():
-        sae.b_enc.normal_(generator=g)
-        sae.b_dec.normal_(generator=g)
-        if case == "ties":  # integer weights and inputs: many tied pre-activations
-            sae.W_enc.copy_(torch.randint(-1, 2, sae.W_enc.shape, generator=g).float())
-            sae.b_enc.zero_()
-            sae.b_dec.zero_()
-            x = torch.randint(-1, 2, x.shape, generator=g).float()
+    x = gradient_test_inputs(sae, (2, 40, 8), seed=5, ties=case == "ties")
     fast, _ = sae.loss(x)
     fast.sum().backward()
     g_fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
