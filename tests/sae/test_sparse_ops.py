@@ -181,3 +181,20 @@ def test_bf16_topk_recovers_synthetic_truth() -> None:
     sae, x, true_FD = train_on_synthetic_truth(cfg)
     mcc, l0, ev = recovery_l0_ev(sae, x, true_FD)
     assert mcc >= 0.9, (mcc, l0, ev)
+
+
+def test_a_failing_compiler_warns_once_and_the_torch_path_runs(tmp_path, monkeypatch) -> None:
+    from husai.sae import native
+
+    monkeypatch.setenv("HUSAI_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    native.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="native top-k kernel unavailable"):
+            assert native.library() is None
+        pre = torch.randn(100, 128, generator=torch.Generator().manual_seed(7))
+        vals, idx = topk_rows(pre, 8)
+        assert torch.equal(idx, _reference_topk(pre, 8)[1])
+        assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("*.tmp"))
+    finally:
+        native.library.cache_clear()

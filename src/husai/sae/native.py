@@ -189,9 +189,8 @@ def _build(cxx: str, out: Path) -> None:
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     try:
         src.write_text(SOURCE)
-        subprocess.run(
-            [cxx, *FLAGS, str(src), "-o", str(tmp)], capture_output=True, text=True, check=True
-        )
+        cmd = [cxx, *FLAGS, str(src), "-o", str(tmp)]
+        subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
         os.replace(tmp, out)
     finally:
         src.unlink(missing_ok=True)
@@ -207,7 +206,9 @@ def library() -> ctypes.CDLL | None:
     if cxx is None:
         return None
     try:
-        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True)
+        version = subprocess.run(
+            [cxx, "--version"], capture_output=True, text=True, check=True, timeout=60
+        )
         key = "\0".join([SOURCE, cxx, version.stdout, *FLAGS, _cpu_id()])
         path = cache_dir() / f"topk-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
         if not path.exists():
@@ -217,7 +218,7 @@ def library() -> ctypes.CDLL | None:
         except OSError:  # a damaged cached build: build it again
             _build(cxx, path)
             lib = ctypes.CDLL(str(path))
-    except (OSError, subprocess.CalledProcessError) as e:
+    except (OSError, subprocess.SubprocessError) as e:
         detail = getattr(e, "stderr", "") or str(e)
         warnings.warn(
             f"husai: native top-k kernel unavailable, using torch ops ({detail.strip()[:200]})",
