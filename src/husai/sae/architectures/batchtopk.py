@@ -122,7 +122,8 @@ class BatchTopKSAE(TopKSAE):
         n = min(self.params.k * x.shape[1], x.shape[1] * self.d_sae)
         groups = ColumnGroups(self.n_seeds * self.d_sae)
         out = _BatchTopKEncode.apply(x, self.input_bias(), self.W_enc, self.b_enc, n, groups)
-        self._groups = (out[1], groups)  # shared with the decoder's backward (bag_sum)
+        if torch.is_grad_enabled():  # training: shared with the decoder's backward (bag_sum)
+            self._groups = (out[1], groups)
         return out
 
     def batch_encode_dense(self, x_SBD: Tensor) -> Tensor:

@@ -232,7 +232,8 @@ class TopKSAE(SAE):
         vals, flat = _TopKEncode.apply(
             x_SBD, self.input_bias(), self.W_enc, self.b_enc, k, bias, groups
         )
-        self._groups = (flat, groups)
+        if torch.is_grad_enabled():  # training: the decoder's backward will share it
+            self._groups = (flat, groups)
         return vals, flat
 
     def loss_k(self) -> int:
