@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from husai.io import dumps_json, read_json, sha256_file
+from husai.io import damaged_key, dumps_json, read_json, sha256_file
 
 SEAL = "record_sha256"
 
@@ -38,11 +38,12 @@ def seal(record: dict[str, Any], key: str = SEAL) -> dict[str, Any]:
 
 
 def seal_ok(record: Any, key: str = SEAL) -> bool | None:
-    """Whether a record matches its seal; None when it has none (an older husai wrote it)."""
+    """Whether a record matches its seal; None when it has none (an older husai wrote it),
+    False when a key is one flipped bit from the seal's name."""
     if not isinstance(record, dict):
         return False
     if key not in record:
-        return None
+        return False if damaged_key(record, key) is not None else None
     return record[key] == _digest(record, key)
 
 

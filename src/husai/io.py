@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,17 @@ def read_json(path: Path) -> Any:
 TENSORS_SEAL = "husai_sha256"  # metadata key: sha256 of the other metadata + tensor hashes
 
 
+def damaged_key(keys: Iterable[str], key: str) -> str | None:
+    """A key one flipped bit away from `key` (a seal's name, damaged: without this check the
+    file would read as unsealed and pass), or None."""
+    want = key.encode()
+    for k in keys:
+        got = k.encode()
+        if len(got) == len(want) and (int.from_bytes(got) ^ int.from_bytes(want)).bit_count() == 1:
+            return k
+    return None
+
+
 def _tensors_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     body = {
         "metadata": {k: v for k, v in metadata.items() if k != TENSORS_SEAL},
@@ -147,6 +158,8 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except (SafetensorError, OSError, ValueError) as e:
         raise HusaiError(f"{path}: not a valid safetensors file ({e})") from None
     digest = meta.pop(TENSORS_SEAL, None)
+    if digest is None and (bad := damaged_key(meta, TENSORS_SEAL)) is not None:
+        raise HusaiError(f"{path}: metadata key {bad!r} is a damaged {TENSORS_SEAL!r} (corrupted?)")
     if digest is not None and digest != _tensors_digest(tensors, meta):
         raise HusaiError(f"{path}: does not match its recorded sha256 (corrupted?)")
     return tensors, meta

@@ -215,6 +215,58 @@ def test_corrupt_activation_file_is_refused_on_load(base: Path, tmp_path: Path, 
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
+# ---- every single-bit flip of a sealed header or record ---------------------------------
+
+
+def _flips(data: bytes, start: int, stop: int):
+    """`data` with one bit flipped, for every bit of bytes [start, stop)."""
+    for i in range(start, stop):
+        for bit in range(8):
+            d = bytearray(data)
+            d[i] ^= 1 << bit
+            yield bytes(d)
+
+
+def test_every_bit_flip_of_a_sealed_safetensors_header_is_refused(tmp_path: Path) -> None:
+    """Including flips in the seal's own key name (`husai_sha256` → `husai_sha257`), which
+    would otherwise read as an unsealed file (safetensors orders the metadata at random, so
+    the middle byte of the header, which `corrupt` flips, lands on a different key per run)."""
+    from husai.activations import load_activations, save_activations
+
+    path = tmp_path / "a.safetensors"
+    save_activations(path, torch.randn(3, 2), {"source": "toy", "hook": "h", "model_hash": "ab"})
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    passed = []
+    for i, flipped in enumerate(_flips(data, 8, 8 + n)):
+        path.write_bytes(flipped)
+        try:
+            load_activations(path)
+            passed.append(divmod(i, 8))
+        except HusaiError:
+            pass
+    assert passed == [], f"(header byte, bit) flips that still load: {passed}"
+
+
+def test_every_bit_flip_of_a_sealed_record_fails_its_seal(tmp_path: Path) -> None:
+    from husai.integrity import read_sealed, seal
+    from husai.io import write_json
+
+    path = tmp_path / "r.json"
+    write_json(path, seal({"key": "k", "result": {"ev": 0.5, "n": 3}, "artifacts": {}}))
+    assert read_sealed(path)[1] is True
+    data = path.read_bytes()
+    passed = []
+    for i, flipped in enumerate(_flips(data, 0, len(data))):
+        path.write_bytes(flipped)
+        try:
+            if read_sealed(path)[1] is not False:
+                passed.append(divmod(i, 8))
+        except HusaiError:
+            pass
+    assert passed == [], f"(byte, bit) flips not caught: {passed}"
+
+
 # ---- activation stores (the LM data sets' cache and run-directory links) ----------------
 
 
