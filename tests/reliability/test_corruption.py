@@ -248,6 +248,26 @@ def test_every_bit_flip_of_a_sealed_safetensors_header_is_refused(tmp_path: Path
     assert passed == [], f"(header byte, bit) flips that still load: {passed}"
 
 
+def test_every_byte_flip_of_a_saved_sae_cfg_is_refused(base: Path, tmp_path: Path) -> None:
+    """Bit 0 of every byte of a husai SAE's cfg.json, including the names of husai's block
+    and its seals (`husai` → `iusai` would otherwise read as a third-party SAE, unchecked)."""
+    from husai.sae import load
+
+    seed = tmp_path / "seed_1"
+    shutil.copytree(base / "run" / JOB / "seed_1", seed)
+    cfg = seed / "cfg.json"
+    data = cfg.read_bytes()
+    passed = []
+    for i in range(len(data)):
+        cfg.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :])
+        try:
+            load(seed)
+            passed.append((i, data[max(0, i - 8) : i + 8].decode()))
+        except HusaiError:
+            pass
+    assert passed == [], f"byte flips that still load: {passed}"
+
+
 def test_every_bit_flip_of_a_sealed_record_fails_its_seal(tmp_path: Path) -> None:
     from husai.integrity import read_sealed, seal
     from husai.io import write_json

@@ -39,7 +39,15 @@ from torch import Tensor
 
 from husai.errors import HusaiError
 from husai.integrity import canonical_sha256
-from husai.io import dumps_json, load_tensors, read_json, save_tensors, sha256_file, write_json
+from husai.io import (
+    damaged_key,
+    dumps_json,
+    load_tensors,
+    read_json,
+    save_tensors,
+    sha256_file,
+    write_json,
+)
 from husai.sae.base import SAE
 from husai.sae.config import SAEConfig, format_error
 from husai.sae.formats.common import Spec, build, check_sizes, check_tensors, fold_centering
@@ -143,6 +151,12 @@ def _check_sealed(raw: dict[str, Any], cfg_file: Path, weights_file: Path, own_f
     """A husai-written SAE: cfg.json matches its seal and the weights their sha256 (a
     third-party SAE has neither and is read as it is)."""
     own = raw.get("husai")
+    keys = [(raw, "husai")]
+    if isinstance(own, dict):
+        keys += [(own, k) for k in ("cfg_sha256", "weights_sha256", "own_weights_sha256")]
+    for record, key in keys:
+        if key not in record and (bad := damaged_key(record, key)) is not None:
+            raise HusaiError(f"{cfg_file}: key {bad!r} is a damaged {key!r} (corrupted?)")
     if not isinstance(own, dict):
         return
     if "cfg_sha256" in own and (
