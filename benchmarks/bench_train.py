@@ -1,17 +1,20 @@
-"""husai's trainer vs dictionary_learning's, side by side in one process. Prints ratios;
-asserts nothing (timings flake in tests).
+"""husai's trainer vs dictionary_learning's and sae-lens's, side by side in one process.
+Prints ratios; asserts nothing (timings flake in tests).
 
     python benchmarks/bench_train.py                         # toy + LM width, TopK, float32
-    python benchmarks/bench_train.py --bf16                  # both under bfloat16 autocast
+    python benchmarks/bench_train.py --bf16                  # all under bfloat16 autocast
     python benchmarks/bench_train.py --geometry toy --archs topk,batchtopk,matryoshka,relu,jumprelu
     python benchmarks/bench_train.py --threads 1 --reps 7    # pin both to one torch thread
     python benchmarks/bench_train.py --geometry toy --profile  # husai's ops per step
+    python benchmarks/bench_train.py --peers dictionary_learning  # one peer only
 
 Same data (seeded Gaussian rows), same geometry, same seeds count, Adam, one epoch:
 husai's `train_sae` (all seeds as one stacked ensemble) against dictionary_learning's
-`trainSAE` (the `interop` extra; one trainer per seed, each fed every batch). Repetitions
-are interleaved (husai, dl, dl, husai, …) so that load from other processes hits both
-alike; the figures are medians over repetitions. SAE-tokens/s = seeds × rows / wall
+`trainSAE` (the `interop` extra; one trainer per seed, each fed every batch) and sae-lens's
+`SAETrainer` (same extra; its TrainingSAE of the architecture with its defaults, fed the
+batches from a plain iterator, one seed after another; `--peers` picks). Repetitions
+are interleaved (husai, peers, then the reverse order) so that load from other processes
+hits all alike; the figures are medians over repetitions. SAE-tokens/s = seeds × rows / wall
 seconds of the whole call (init and data-dependent init included on both sides). Beside it,
 the CPU-time ratio (process CPU seconds, all threads): on a machine shared with other jobs,
 wall time mostly measures the scheduler, CPU time the work done.
@@ -20,15 +23,17 @@ Geometries: toy 128 → 1024 (batch 256, 320 steps); lm 576 → 4608 (batch 4096
 k 32, 5 seeds. `--bf16`: husai `precision: bf16` (bf16 matmuls, float32 weights and Adam)
 against dictionary_learning's trainers stepped under the same `torch.autocast(bf16)` (its
 `trainSAE` ignores `autocast_dtype` on the CPU, so the benchmark drives the same loop
-itself). The roofline: the time of the dense GEMMs of the same shapes alone — the encoder
-matmul (husai's one dense product per step) and dictionary_learning's five (encoder and
-decoder forward, decoder's two and encoder's one backward products) — and the ratio that
-bounds if everything but those GEMMs were free.
+itself) and sae-lens's trainer with its own `autocast` switch on. The roofline: the time of
+the dense GEMMs of the same shapes alone — the encoder matmul (husai's one dense product
+per step) and dictionary_learning's five (encoder and decoder forward, decoder's two and
+encoder's one backward products) — and the ratio that bounds if everything but those
+GEMMs were free.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -138,6 +143,64 @@ def dl_runner(
     return run
 
 
+def saelens_training_sae(arch: str, d_in: int, d_sae: int, device: str):
+    """sae-lens's TrainingSAE counterpart of a husai architecture (None: it has none)."""
+    from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+    from sae_lens.saes.matryoshka_batchtopk_sae import (
+        MatryoshkaBatchTopKTrainingSAE,
+        MatryoshkaBatchTopKTrainingSAEConfig,
+    )
+    from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    common = {"d_in": d_in, "d_sae": d_sae, "device": device}
+    if arch == "topk":
+        return TopKTrainingSAE(TopKTrainingSAEConfig(k=K, **common))
+    if arch == "batchtopk":
+        return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=K, **common))
+    if arch == "matryoshka":  # husai's prefixes 1/16 … 1
+        widths = [d_sae // 16, d_sae // 8, d_sae // 4, d_sae // 2, d_sae]
+        cfg = MatryoshkaBatchTopKTrainingSAEConfig(k=K, matryoshka_widths=widths, **common)
+        return MatryoshkaBatchTopKTrainingSAE(cfg)
+    if arch == "relu":
+        return StandardTrainingSAE(StandardTrainingSAEConfig(**common))
+    if arch == "jumprelu":
+        return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(**common))
+    return None
+
+
+def saelens_runner(
+    arch: str, x: torch.Tensor, d_sae: int, batch: int, seeds: int, bf16: bool, device: str
+) -> Callable[[], None] | None:
+    """sae-lens's `SAETrainer` fed the same batches from a plain iterator, one trainer per
+    seed in turn (it trains one SAE at a time); its own bf16 `autocast` switch for --bf16."""
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training import sae_trainer
+
+    sae_trainer.tqdm = functools.partial(sae_trainer.tqdm, disable=True)  # no progress bar
+    steps, d_in = len(x) // batch, x.shape[1]
+    if saelens_training_sae(arch, d_in, d_sae, device) is None:
+        return None
+    batches = [x[i * batch : (i + 1) * batch].to(device) for i in range(steps)]
+
+    def run() -> None:
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            sae = saelens_training_sae(arch, d_in, d_sae, device)
+            cfg = SAETrainerConfig(
+                total_training_samples=steps * batch,
+                train_batch_size_samples=batch,
+                lr=1e-3,
+                lr_end=1e-3,  # constant schedule (sae-lens's runner config fills this in)
+                device=device,
+                autocast=bf16,
+            )
+            sae_trainer.SAETrainer(cfg, sae, iter(batches)).fit()
+
+    return run
+
+
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
     """(wall, CPU) seconds of fn()."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -203,9 +266,10 @@ def bench(geometry: str, arch: str, args: argparse.Namespace) -> None:
     rows = steps * batch
     x = torch.randn(rows, d_in, generator=torch.Generator().manual_seed(0))
     runners = {"husai": husai_runner(arch, x, d_sae, batch, args.seeds, args.bf16, args.device)}
-    dl = dl_runner(arch, x, d_sae, batch, args.seeds, args.bf16, args.device)
-    if dl is not None:
-        runners["dictionary_learning"] = dl
+    for name in args.peers.split(","):
+        peer = PEERS[name](arch, x, d_sae, batch, args.seeds, args.bf16, args.device)
+        if peer is not None:
+            runners[name] = peer
     tokens = args.seeds * rows
     times: dict[str, list[float]] = {name: [] for name in runners}
     cpu: dict[str, list[float]] = {name: [] for name in runners}
@@ -229,12 +293,12 @@ def bench(geometry: str, arch: str, args: argparse.Namespace) -> None:
             f"  {name:20s} {r / 1e3:8.1f}k SAE-tokens/s   (reps: {spread}; "
             f"CPU {statistics.median(cpu[name]):.1f} s a run)"
         )
-    if dl is not None:
-        pairs = zip(times["husai"], times["dictionary_learning"], strict=True)
-        ratios = [d / h for h, d in pairs]
-        cpu_ratio = statistics.median(cpu["dictionary_learning"]) / statistics.median(cpu["husai"])
+    for name in order[1:]:
+        pairs = zip(times["husai"], times[name], strict=True)
+        ratios = [p / h for h, p in pairs]
+        cpu_ratio = statistics.median(cpu[name]) / statistics.median(cpu["husai"])
         print(
-            f"  husai ÷ dictionary_learning: {rate['husai'] / rate['dictionary_learning']:.2f}× "
+            f"  husai ÷ {name}: {rate['husai'] / rate[name]:.2f}× "
             f"(per-pair ratios: {', '.join(f'{r:.2f}' for r in ratios)}; "
             f"CPU-time ratio {cpu_ratio:.2f}×)"
         )
@@ -249,6 +313,9 @@ def bench(geometry: str, arch: str, args: argparse.Namespace) -> None:
         )
 
 
+PEERS = {"dictionary_learning": dl_runner, "sae_lens": saelens_runner}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--geometry", choices=[*GEOMETRIES, "both"], default="both")
@@ -259,6 +326,9 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on both sides")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--peers", default=",".join(PEERS), help=f"comma-separated, of: {', '.join(PEERS)}"
+    )
     p.add_argument("--no-roofline", action="store_true")
     p.add_argument("--profile", action="store_true", help="print husai's ops per step instead")
     args = p.parse_args()
