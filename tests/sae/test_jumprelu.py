@@ -88,3 +88,94 @@ def test_save_load_exact_and_saelens_forward(trained, tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(lib.encode(x[:256]), sae.encode(x[:256])[0], atol=1e-5)
         assert torch.allclose(lib(x[:256]), sae(x[:256])[0], atol=1e-5)
+
+
+# ---- the activation's kernels: native (one pass each way) and torch ops ------------------
+
+
+def _brute_force(pre, theta, eps, g_codes, g_l0):
+    """codes, L0 and the straight-through gradients of the module docstring, entry by entry
+    in Python floats."""
+    S, B, F = pre.shape
+    codes, l0 = torch.zeros(S, B, F), torch.zeros(S, B)
+    g_pre, g_theta = torch.zeros(S, B, F), torch.zeros(S, 1, F)
+    for s in range(S):
+        e = float(eps[s])
+        for b in range(B):
+            for f in range(F):
+                p, t, g = float(pre[s, b, f]), float(theta[s, 0, f]), float(g_codes[s, b, f])
+                on = p > t
+                codes[s, b, f] = max(p, 0.0) if on else 0.0
+                l0[s, b] += on
+                g_pre[s, b, f] = g if on and p > 0 else 0.0
+                if abs(p - t) < e / 2:
+                    g_theta[s, 0, f] -= (t * g + float(g_l0[s, b])) / e
+    return codes, l0, g_pre, g_theta
+
+
+def _activation_case(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    S, B, F = 2, 9, 300  # F past one 256-column block of the native backward
+    pre = torch.randint(-6, 7, (S, B, F), generator=g).float() / 4  # ties with θ, zeros
+    pre[0, 0, :5] = torch.tensor([-0.0, 0.0, 0.25, 0.5, 0.75])
+    theta = torch.randint(-1, 4, (S, 1, F), generator=g).float() / 4  # θ < 0 too (loaded SAEs)
+    eps = torch.tensor([0.5, 1.0]).view(S, 1, 1)  # |pre − θ| = ε/2 exactly occurs: not near
+    return pre, theta, eps, torch.randn(S, B, F, generator=g), torch.randn(S, B, generator=g)
+
+
+@pytest.mark.parametrize("path", ["native", "torch"])
+def test_activation_and_gradients_against_brute_force(path: str, monkeypatch) -> None:
+    from husai.sae import native
+    from husai.sae.architectures.jumprelu import _JumpReLU
+
+    if path == "native" and native.library() is None:
+        pytest.skip("no working C++ compiler (g++/c++) on this machine")
+    if path == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    pre, theta, eps, g_codes, g_l0 = _activation_case()
+    want = _brute_force(pre, theta, eps, g_codes, g_l0)
+    pre.requires_grad_(True)
+    theta.requires_grad_(True)
+    codes, l0 = _JumpReLU.apply(pre, theta, eps)
+    torch.autograd.backward([codes, l0], [g_codes, g_l0])
+    assert torch.equal(codes, want[0]) and torch.equal(l0, want[1])
+    assert torch.equal(pre.grad, want[2])
+    torch.testing.assert_close(theta.grad, want[3], rtol=1e-5, atol=1e-5)
+
+
+def test_native_activation_keeps_torch_semantics_and_is_thread_independent(monkeypatch) -> None:
+    """NaN/inf propagate as torch's product does (not silently zeroed); the native θ
+    gradient is the same for any thread count, and within float rounding of torch's."""
+    from husai.sae import native
+
+    if native.library() is None:
+        pytest.skip("no working C++ compiler (g++/c++) on this machine")
+    pre, theta, eps, g_codes, g_l0 = _activation_case(1)
+    pre[1, 2, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0])
+    g_codes[1, 3, 7] = float("nan")
+    theta_SF = theta.reshape(2, -1)
+    exact = {"rtol": 0.0, "atol": 0.0, "equal_nan": True}
+    runs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(native.jumprelu_backward(pre, theta_SF, eps, g_codes, g_l0))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(runs[0], runs[1], **exact)
+    fast = native.jumprelu_forward(pre, theta_SF)
+    monkeypatch.setattr(native, "library", lambda: None)
+    on = pre > theta
+    torch.testing.assert_close(fast, (torch.relu(pre) * on, on.sum(-1).float()), **exact)
+    assert fast[0][1, 2, :3].isnan().tolist() == [True, False, False]
+    from husai.sae.architectures.jumprelu import _JumpReLU
+
+    pre.requires_grad_(True)
+    theta.requires_grad_(True)
+    torch.autograd.backward(list(_JumpReLU.apply(pre, theta, eps)), [g_codes, g_l0])
+    torch.testing.assert_close(runs[0][0], pre.grad, **exact)
+    torch.testing.assert_close(
+        runs[0][1], theta.grad.reshape(2, -1), rtol=1e-5, atol=1e-5, equal_nan=True
+    )
+    assert runs[0][1].isnan().sum() == 1  # the NaN gradient entry reaches its θ, as in torch

@@ -1,8 +1,10 @@
-"""A native row-wise top-k, compiled on first use with the machine's C++ compiler.
+"""Native kernels compiled on first use with the machine's C++ compiler: a row-wise top-k,
+its gradients' counting sort, and JumpReLU's activation (forward and backward, one pass
+each, where torch's ops take about ten over the [S, B, F] pre-activations).
 
 torch has no fast top-k for k ≪ F on the CPU (torch.topk is a per-row partial sort), and
 the threshold-then-select pass in torch ops (`husai.sae.sparse_ops.topk_rows`) still walks
-the [R, F] pre-activations five times and sorts its candidates globally. This kernel does
+the [R, F] pre-activations five times and sorts its candidates globally. The top-k does
 the same selection per row in one parallel loop, in cache: the maxima of G = min(F, 4k)
 strided chunks (entry j in chunk j mod G: an elementwise max over contiguous blocks),
 their k-th largest t (`std::nth_element`; at least k entries are ≥ t), the entries ≥ t as
@@ -37,6 +39,7 @@ from torch import Tensor
 
 SOURCE = r"""
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -162,6 +165,61 @@ extern "C" int64_t husai_group_by_column(const int64_t* cols, int64_t N, int64_t
     for (int64_t j = 0; j < N; ++j) order[next[cols[j]]++] = j;
     return 0;
 }
+
+// JumpReLU's activation (husai.sae.architectures.jumprelu._JumpReLU), one pass each way.
+// Forward: codes = relu(pre) * [pre > theta] and L0 = sum_f [pre > theta] per row, with
+// torch's product semantics (a NaN or inf entry off the mask gives NaN, as x * 0 does).
+extern "C" void husai_jumprelu_fwd(const float* pre, const float* theta, int64_t S, int64_t B,
+                                   int64_t F, float* codes, float* l0) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < S * B; ++r) {
+        const float* p = pre + r * F;
+        const float* t = theta + (r / B) * F;
+        float* c = codes + r * F;
+        int64_t n = 0;
+        for (int64_t f = 0; f < F; ++f) {
+            const float v = p[f];
+            const float rl = (v > 0.f || v != v) ? v : 0.f;  // torch.relu keeps NaN
+            const bool on = v > t[f];
+            c[f] = on ? rl : rl * 0.f;
+            n += on;
+        }
+        l0[r] = (float)n;
+    }
+}
+
+// Backward: grad_pre = g * [pre > theta and pre > 0]; grad_theta[s, f] =
+// -(sum_b (g_l0[s, b] + theta * g) * [|pre - theta| < eps_s / 2]) / eps_s, summed over b in
+// order per (seed, column block): the same result for any thread count.
+extern "C" void husai_jumprelu_bwd(const float* pre, const float* theta, const float* eps,
+                                   const float* g_codes, const float* g_l0, int64_t S,
+                                   int64_t B, int64_t F, float* g_pre, float* g_theta) {
+    const int64_t FB = 256;
+    const int64_t n_blocks = (F + FB - 1) / FB;
+#pragma omp parallel for schedule(static)
+    for (int64_t task = 0; task < S * n_blocks; ++task) {
+        const int64_t s = task / n_blocks, f0 = (task % n_blocks) * FB;
+        const int64_t w = std::min(F, f0 + FB) - f0;
+        const float half = eps[s] / 2.f;
+        const float* t = theta + s * F + f0;
+        float acc[FB];
+        for (int64_t j = 0; j < w; ++j) acc[j] = 0.f;
+        for (int64_t b = 0; b < B; ++b) {
+            const int64_t at = (s * B + b) * F + f0;
+            const float* p = pre + at;
+            const float* g = g_codes + at;
+            float* gp = g_pre + at;
+            const float gl = g_l0[s * B + b];
+            for (int64_t j = 0; j < w; ++j) {
+                const float v = p[j], th = t[j], gj = g[j];
+                gp[j] = (v > th && v > 0.f) ? gj : gj * 0.f;
+                const float per_entry = gl + th * gj;
+                acc[j] += std::fabs(v - th) < half ? per_entry : per_entry * 0.f;
+            }
+        }
+        for (int64_t j = 0; j < w; ++j) g_theta[s * F + f0 + j] = -acc[j] / eps[s];
+    }
+}
 """
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 
@@ -221,7 +279,7 @@ def library() -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as e:
         detail = getattr(e, "stderr", "") or str(e)
         warnings.warn(
-            f"husai: native top-k kernel unavailable, using torch ops ({detail.strip()[:200]})",
+            f"husai: native kernels unavailable, using torch ops ({detail.strip()[:200]})",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -231,6 +289,10 @@ def library() -> ctypes.CDLL | None:
     lib.husai_topk_rows.argtypes = [p, i64, i64, i64, ctypes.c_int32, p, p]
     lib.husai_group_by_column.restype = i64
     lib.husai_group_by_column.argtypes = [p, i64, i64, p, p]
+    lib.husai_jumprelu_fwd.restype = None
+    lib.husai_jumprelu_fwd.argtypes = [p, p, i64, i64, i64, p, p]
+    lib.husai_jumprelu_bwd.restype = None
+    lib.husai_jumprelu_bwd.argtypes = [p, p, p, p, p, i64, i64, i64, p, p]
     return lib
 
 
@@ -265,3 +327,51 @@ def group_by_column(cols: Tensor, n_cols: int) -> tuple[Tensor, Tensor] | None:
         c.data_ptr(), len(c), n_cols, order.data_ptr(), offsets.data_ptr()
     )
     return None if bad else (order, offsets)
+
+
+def _cpu_float32(*ts: Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in ts)
+
+
+def jumprelu_forward(pre_SBF: Tensor, theta_SF: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(codes relu(pre) · 1[pre > θ] [S, B, F], L0 per input Σ_F 1[pre > θ] [S, B]) in one
+    pass; None where the kernel is unavailable or does not apply (not float32 on the CPU)."""
+    lib = library()
+    if lib is None or not _cpu_float32(pre_SBF, theta_SF):
+        return None
+    S, B, F = pre_SBF.shape
+    pre, theta = pre_SBF.contiguous(), theta_SF.reshape(S, F).contiguous()
+    codes, l0 = torch.empty(S, B, F), torch.empty(S, B)
+    lib.husai_jumprelu_fwd(
+        pre.data_ptr(), theta.data_ptr(), S, B, F, codes.data_ptr(), l0.data_ptr()
+    )
+    return codes, l0
+
+
+def jumprelu_backward(
+    pre_SBF: Tensor, theta_SF: Tensor, eps_S: Tensor, grad_codes: Tensor, grad_l0: Tensor
+) -> tuple[Tensor, Tensor] | None:
+    """(∂/∂pre [S, B, F], ∂/∂θ [S, F]) of JumpReLU's codes and L0 (the straight-through
+    gradients of `_JumpReLU`) in one pass; None where the kernel does not apply."""
+    lib = library()
+    args = (pre_SBF, theta_SF, eps_S, grad_codes, grad_l0)
+    if lib is None or not _cpu_float32(*args):
+        return None
+    S, B, F = pre_SBF.shape
+    pre, g = pre_SBF.contiguous(), grad_codes.contiguous()
+    theta, eps = theta_SF.reshape(S, F).contiguous(), eps_S.reshape(S).contiguous()
+    g_l0 = grad_l0.reshape(S, B).contiguous()
+    g_pre, g_theta = torch.empty(S, B, F), torch.empty(S, F)
+    lib.husai_jumprelu_bwd(
+        pre.data_ptr(),
+        theta.data_ptr(),
+        eps.data_ptr(),
+        g.data_ptr(),
+        g_l0.data_ptr(),
+        S,
+        B,
+        F,
+        g_pre.data_ptr(),
+        g_theta.data_ptr(),
+    )
+    return g_pre, g_theta

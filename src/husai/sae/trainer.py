@@ -36,7 +36,8 @@ DATA_SEED_OFFSET = 1_000_003
 # another version are retrained, not reused). 2: sparse_ops top-k and gradients, fused Adam.
 # 3: weight gradients as embedding_bag sums over latent-grouped codes, BatchTopK/Matryoshka
 # decoded by embedding_bag with their batch-wide ties to the lower index (float rounding).
-TRAINER_VERSION = 3
+# 4: JumpReLU's threshold gradient summed by the native kernel (float rounding).
+TRAINER_VERSION = 4
 
 
 def build_sae(cfg: SAEConfig, d_in: int, seeds: Sequence[int], d_out: int | None = None) -> SAE:

@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from husai.sae import native
 from husai.sae.base import SAE, ArchParams
 from husai.sae.registry import register
 
@@ -61,12 +62,19 @@ class _JumpReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, pre: Tensor, theta: Tensor, eps: Tensor):  # type: ignore[override]
         ctx.save_for_backward(pre, theta, eps)
+        fused = native.jumprelu_forward(pre, theta)  # one pass on the CPU (same values)
+        if fused is not None:
+            return fused
         on = pre > theta
         return torch.relu(pre) * on, on.sum(-1, dtype=pre.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_codes: Tensor, grad_l0: Tensor):  # type: ignore[override]
         pre, theta, eps = ctx.saved_tensors
+        fused = native.jumprelu_backward(pre, theta, eps, grad_codes, grad_l0)
+        if fused is not None:  # one pass; θ's gradient summed in another order
+            grad_pre, grad_theta = fused
+            return grad_pre, grad_theta.view_as(theta), None
         grad_pre = grad_codes * ((pre > theta) & (pre > 0))
         near = (pre - theta).abs() < eps / 2
         per_entry = torch.addcmul(grad_l0.unsqueeze(-1), theta, grad_codes)  # θ·g + g_L0
