@@ -175,10 +175,11 @@ def saelens_runner(
 ) -> Callable[[], None] | None:
     """sae-lens's `SAETrainer` fed the same batches from a plain iterator, one trainer per
     seed in turn (it trains one SAE at a time); its own bf16 `autocast` switch for --bf16."""
+    import tqdm.auto
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training import sae_trainer
 
-    sae_trainer.tqdm = functools.partial(sae_trainer.tqdm, disable=True)  # no progress bar
+    sae_trainer.tqdm = functools.partial(tqdm.auto.tqdm, disable=True)  # no progress bar
     steps, d_in = len(x) // batch, x.shape[1]
     if saelens_training_sae(arch, d_in, d_sae, device) is None:
         return None

@@ -296,15 +296,17 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+def _cpu_float32(*ts: Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in ts)
+
+
 def topk_rows(pre_RF: Tensor, k: int, by_index: bool = False) -> tuple[Tensor, Tensor] | None:
     """(values [R, k], indices [R, k]) of each row's k largest entries, values descending
     (or, `by_index`, indices ascending), ties to the lower index; None where the kernel is
     unavailable or does not apply (not float32 on the CPU, k outside 1…F, NaN in a row)."""
     lib = library()
     R, F = pre_RF.shape
-    if lib is None or pre_RF.dtype != torch.float32 or pre_RF.device.type != "cpu":
-        return None
-    if not 0 < k <= F or R == 0:
+    if lib is None or not _cpu_float32(pre_RF) or not 0 < k <= F or R == 0:
         return None
     p = pre_RF.contiguous()
     vals = torch.empty(R, k)
@@ -327,10 +329,6 @@ def group_by_column(cols: Tensor, n_cols: int) -> tuple[Tensor, Tensor] | None:
         c.data_ptr(), len(c), n_cols, order.data_ptr(), offsets.data_ptr()
     )
     return None if bad else (order, offsets)
-
-
-def _cpu_float32(*ts: Tensor) -> bool:
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in ts)
 
 
 def jumprelu_forward(pre_SBF: Tensor, theta_SF: Tensor) -> tuple[Tensor, Tensor] | None:
